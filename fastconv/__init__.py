@@ -1,0 +1,32 @@
+"""fastconv: fast CPU convolution and max-pooling kernels (Cython + OpenMP) with a NumPy functional API.
+
+>>> import numpy as np, fastconv
+>>> x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)   # NHWC
+>>> w = np.random.default_rng(1).standard_normal((3, 3, 3, 16)).astype(np.float32)    # HWIO
+>>> fastconv.max_pool2d(fastconv.conv2d(x, w, padding="same"), 2).shape
+(2, 16, 16, 16)
+"""
+from fastconv._config import show_config
+from fastconv._threads import get_num_threads, set_num_threads
+from fastconv._version import __version__
+from fastconv.functional import (
+    conv2d,
+    conv2d_grad_bias,
+    conv2d_grad_input,
+    conv2d_grad_weight,
+    max_pool2d,
+    max_pool2d_grad,
+)
+
+__all__ = [
+    "__version__",
+    "conv2d",
+    "conv2d_grad_input",
+    "conv2d_grad_weight",
+    "conv2d_grad_bias",
+    "max_pool2d",
+    "max_pool2d_grad",
+    "set_num_threads",
+    "get_num_threads",
+    "show_config",
+]

@@ -1,0 +1,47 @@
+"""fastconv.show_config(): how this installation was built and what it will run with."""
+import platform
+
+from fastconv._version import __version__
+
+
+def config():
+    """The facts show_config prints, as a dict."""
+    from fastconv import _threads
+    from fastconv._kernels import openmp_helpers
+
+    blas = [
+        {"library": lib.filepath, "api": lib.internal_api, "version": lib.version, "threads": lib.num_threads}
+        for lib in _threads._scipy_blas_libraries()
+    ]
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "openmp": openmp_helpers.openmp_enabled(),
+        "num_threads": _threads.get_num_threads(),
+        "blas": blas,
+    }
+
+
+def show_config():
+    """Print fastconv's build and runtime configuration (OpenMP, thread count, BLAS) and return it as a dict.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> info = fastconv.show_config()  # doctest: +ELLIPSIS
+    fastconv ...
+    >>> sorted(info)
+    ['blas', 'machine', 'num_threads', 'openmp', 'python', 'version']
+    """
+    info = config()
+    openmp = "enabled" if info["openmp"] else "DISABLED (built without OpenMP: kernels run serially)"
+    lines = [
+        f"fastconv {info['version']} (Python {info['python']}, {info['machine']})",
+        f"  OpenMP:      {openmp}",
+        f"  threads:     {info['num_threads']}",
+    ]
+    for lib in info["blas"]:
+        lines.append(f"  BLAS:        {lib['api']} {lib['version']} ({lib['library']})")
+    print("\n".join(lines))
+    return info

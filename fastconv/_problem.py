@@ -1,0 +1,165 @@
+"""One validated, normalised description of a convolution or pooling call.
+
+The functional API builds a ConvProblem / PoolProblem from the user's arguments (all checks happen here or in
+_validation), then hands its `geometry` to the kernels.
+"""
+import math
+from dataclasses import dataclass
+
+from fastconv import _layout
+from fastconv import _validation as check
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    channels_last: bool
+    batch: int
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    out_c: int
+    kernel_h: int
+    kernel_w: int
+    stride: tuple
+    dilation: tuple
+    padding: tuple  # ((top, bottom), (left, right))
+    groups: int
+
+    @property
+    def input_shape(self):
+        return _layout.layout_shape(self.batch, self.in_h, self.in_w, self.in_c, self.channels_last)
+
+    @property
+    def output_shape(self):
+        return _layout.layout_shape(self.batch, self.out_h, self.out_w, self.out_c, self.channels_last)
+
+    @property
+    def weight_shape(self):
+        cg = self.in_c // self.groups
+        if self.channels_last:
+            return (self.kernel_h, self.kernel_w, cg, self.out_c)
+        return (self.out_c, cg, self.kernel_h, self.kernel_w)
+
+    @property
+    def flops(self):
+        """Multiply-adds counted as 2 flops."""
+        return 2 * self.batch * self.out_h * self.out_w * self.out_c * (self.in_c // self.groups) \
+            * self.kernel_h * self.kernel_w
+
+    @property
+    def geometry(self):
+        """The kernels' ConvGeometry struct, as a dict."""
+        return dict(
+            batch=self.batch, in_h=self.in_h, in_w=self.in_w, in_c=self.in_c,
+            out_h=self.out_h, out_w=self.out_w, out_c=self.out_c,
+            kernel_h=self.kernel_h, kernel_w=self.kernel_w,
+            stride_h=self.stride[0], stride_w=self.stride[1],
+            dilation_h=self.dilation[0], dilation_w=self.dilation[1],
+            pad_top=self.padding[0][0], pad_left=self.padding[1][0], groups=self.groups,
+        )
+
+
+def conv_problem(input_shape, weight_shape, *, stride, padding, dilation, groups, channels_last,
+                 input_name="x", weight_name="weight"):
+    """Check that a convolution of these shapes and options is well defined, and describe it."""
+    stride = check.pair(stride, "stride")
+    dilation = check.pair(dilation, "dilation")
+    groups = check.positive_int(groups, "groups")
+    pad_spec = check.padding_spec(padding)
+    n, h, w, c = _layout.nhwc_shape(input_shape, channels_last)
+    r, s, cg, k = _layout.hwio_shape(weight_shape, channels_last)
+    layout = "channels_last" if channels_last else "channels_first"
+    if min(r, s, cg, k) < 1:
+        raise ValueError(f"{weight_name} must have no zero-sized axis; received {weight_name} with shape "
+                         f"{tuple(weight_shape)}")
+    if c < 1:
+        raise ValueError(f"{input_name} must have at least one channel; received {input_name} with shape "
+                         f"{tuple(input_shape)} ({layout})")
+    if c % groups != 0:
+        raise ValueError(f"groups must divide the {c} input channels; received groups={groups}")
+    if k % groups != 0:
+        raise ValueError(f"groups must divide the {k} output channels; received groups={groups}")
+    if cg * groups != c:
+        raise ValueError(
+            f"{weight_name} expects {cg * groups} input channels ({cg} per group x groups={groups}) but "
+            f"{input_name} has {c}; received {input_name} with shape {tuple(input_shape)} and {weight_name} with "
+            f"shape {tuple(weight_shape)} ({layout})"
+        )
+    effective = ((r - 1) * dilation[0] + 1, (s - 1) * dilation[1] + 1)
+    pads = check.resolve_padding(pad_spec, (h, w), effective, stride)
+    out_h = (h + pads[0][0] + pads[0][1] - effective[0]) // stride[0] + 1
+    out_w = (w + pads[1][0] + pads[1][1] - effective[1]) // stride[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"the output would be empty: a {effective[0]}x{effective[1]} (dilated) kernel does not fit the "
+            f"{h}x{w} input padded by {pads}; received {input_name} with shape {tuple(input_shape)}, "
+            f"{weight_name} with shape {tuple(weight_shape)}, padding={padding!r}"
+        )
+    return ConvProblem(channels_last, n, h, w, c, out_h, out_w, k, r, s, stride, dilation, pads, groups)
+
+
+@dataclass(frozen=True)
+class PoolProblem:
+    channels_last: bool
+    batch: int
+    in_h: int
+    in_w: int
+    channels: int
+    out_h: int
+    out_w: int
+    pool_size: tuple
+    stride: tuple
+    padding: tuple
+
+    @property
+    def input_shape(self):
+        return _layout.layout_shape(self.batch, self.in_h, self.in_w, self.channels, self.channels_last)
+
+    @property
+    def output_shape(self):
+        return _layout.layout_shape(self.batch, self.out_h, self.out_w, self.channels, self.channels_last)
+
+    @property
+    def geometry(self):
+        return dict(
+            batch=self.batch, in_h=self.in_h, in_w=self.in_w, in_c=self.channels,
+            out_h=self.out_h, out_w=self.out_w, out_c=self.channels,
+            kernel_h=self.pool_size[0], kernel_w=self.pool_size[1],
+            stride_h=self.stride[0], stride_w=self.stride[1], dilation_h=1, dilation_w=1,
+            pad_top=self.padding[0][0], pad_left=self.padding[1][0], groups=1,
+        )
+
+
+def _pooled_size(n, k, s, before, after, ceil_mode):
+    span = n + before + after - k
+    if span < 0:
+        return 0
+    out = (math.ceil(span / s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + before:
+        out -= 1  # the last window would start in the padding (PyTorch's rule)
+    return out
+
+
+def pool_problem(input_shape, *, pool_size, stride, padding, ceil_mode, channels_last, input_name="x"):
+    pool_size = check.pair(pool_size, "pool_size")
+    stride = pool_size if stride is None else check.pair(stride, "stride")
+    ceil_mode = check.flag(ceil_mode, "ceil_mode")
+    pad_spec = check.padding_spec(padding)
+    n, h, w, c = _layout.nhwc_shape(input_shape, channels_last)
+    pads = check.resolve_padding(pad_spec, (h, w), pool_size, stride)
+    for (before, after), k in zip(pads, pool_size):
+        if before >= k or after >= k:
+            raise ValueError(
+                f"padding must be smaller than pool_size={pool_size} on every side so that each window holds an "
+                f"input cell; received padding={padding!r}"
+            )
+    out_h = _pooled_size(h, pool_size[0], stride[0], *pads[0], ceil_mode)
+    out_w = _pooled_size(w, pool_size[1], stride[1], *pads[1], ceil_mode)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"the output would be empty: pool_size={pool_size} does not fit the {h}x{w} input padded by {pads}; "
+            f"received {input_name} with shape {tuple(input_shape)}"
+        )
+    return PoolProblem(channels_last, n, h, w, c, out_h, out_w, pool_size, stride, pads)

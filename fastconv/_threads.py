@@ -1,0 +1,107 @@
+"""Thread counts for the OpenMP kernels, and BLAS held to one thread while they run.
+
+fastconv's kernels parallelise with OpenMP and call SciPy's BLAS from inside their parallel regions, one GEMM
+per thread on its own tile. BLAS must therefore run single-threaded meanwhile, or every kernel thread would
+start a full BLAS team (oversubscription). The limit is process-wide, so it is reference-counted: the first
+kernel call to start sets it and the last one to finish restores the user's setting, however many Python
+threads call fastconv at once.
+"""
+import contextlib
+import operator
+import threading
+
+from fastconv._kernels import openmp_helpers
+
+_requested_threads = None
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_controller = None
+_blas_saved = None
+
+
+def set_num_threads(n):
+    """Set the number of threads fastconv's kernels use (overrides ``OMP_NUM_THREADS``).
+
+    Parameters
+    ----------
+    n : int or None
+        At least 1. ``None`` returns to the default.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an int.
+    ValueError
+        If ``n < 1``.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.set_num_threads(1)
+    >>> fastconv.get_num_threads()
+    1
+    >>> fastconv.set_num_threads(None)
+    """
+    global _requested_threads
+    if n is None:
+        _requested_threads = None
+        return
+    if isinstance(n, bool):
+        raise TypeError(f"n must be an int; received n={n!r}")
+    try:
+        value = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int; received n={n!r}") from None
+    if value < 1:
+        raise ValueError(f"n must be at least 1; received n={n!r}")
+    _requested_threads = value
+
+
+def get_num_threads():
+    """The number of threads the next kernel call will use.
+
+    ``set_num_threads(n)`` if it was called; otherwise the OpenMP runtime's default, which is
+    ``OMP_NUM_THREADS`` when set and else the number of cores this process may run on. 1 when fastconv was built
+    without OpenMP.
+    """
+    if not openmp_helpers.openmp_enabled():
+        return 1
+    if _requested_threads is not None:
+        return _requested_threads
+    return max(1, openmp_helpers.omp_max_threads())
+
+
+def _scipy_blas_libraries():
+    """threadpoolctl handles on the BLAS that scipy.linalg.cython_blas calls (loaded with our blas module)."""
+    import os
+
+    import scipy
+    from threadpoolctl import ThreadpoolController
+
+    blas = ThreadpoolController().select(user_api="blas")
+    scipy_root = os.path.dirname(os.path.dirname(scipy.__file__))
+    scipy_owned = [lib for lib in blas.lib_controllers if os.path.relpath(lib.filepath, scipy_root).startswith("scipy")]
+    return scipy_owned or list(blas.lib_controllers)
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """Hold SciPy's BLAS at one thread for the duration of the block (re-entrant, thread-safe)."""
+    global _blas_users, _blas_controller, _blas_saved
+    with _blas_lock:
+        if _blas_controller is None:
+            _blas_controller = _scipy_blas_libraries()
+        if _blas_users == 0:
+            _blas_saved = [lib.num_threads for lib in _blas_controller]
+            for lib in _blas_controller:
+                lib.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for lib, n in zip(_blas_controller, _blas_saved):
+                    lib.set_num_threads(n)

@@ -1,0 +1,171 @@
+"""Argument checking and normalisation for the functional API: the one place where input is validated.
+
+Every check raises before any kernel runs: ValueError for a bad value, TypeError for a bad type, with a message
+that names the argument and ends with the value received.
+"""
+import math
+import operator
+
+import numpy as np
+
+DATA_FORMATS = ("channels_last", "channels_first")
+ALGORITHMS = ("auto", "direct", "im2col")
+PADDING_HELP = 'padding must be "valid", "same", an int, (ph, pw) or ((top, bottom), (left, right))'
+
+
+def _int(value, name):
+    """operator.index without accepting bools (True is not a size)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int; received {name}={value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int; received {name}={value!r}") from None
+
+
+def pair(value, name, minimum=1):
+    """An int or a pair of ints, each >= minimum, as a (rows, cols) tuple."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints; received {name}={value!r}")
+        result = tuple(_int(v, name) for v in value)
+    elif isinstance(value, np.ndarray) and value.ndim == 1:
+        return pair(tuple(value.tolist()), name, minimum)
+    else:
+        try:
+            v = _int(value, name)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints; received {name}={value!r}") from None
+        result = (v, v)
+    if min(result) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; received {name}={value!r}")
+    return result
+
+
+def padding_spec(padding):
+    """'valid', 'same', or explicit ((top, bottom), (left, right)) non-negative ints."""
+    if isinstance(padding, str):
+        if padding.lower() in ("valid", "same"):
+            return padding.lower()
+        raise ValueError(f"{PADDING_HELP}; received padding={padding!r}")
+    if isinstance(padding, (bool, np.bool_)):
+        raise TypeError(f"{PADDING_HELP}; received padding={padding!r}")
+    try:
+        if isinstance(padding, (tuple, list)):
+            if len(padding) != 2:
+                raise ValueError(f"{PADDING_HELP}; received padding={padding!r}")
+            if all(isinstance(p, (tuple, list)) for p in padding):
+                if any(len(p) != 2 for p in padding):
+                    raise ValueError(f"{PADDING_HELP}; received padding={padding!r}")
+                explicit = tuple(tuple(_int(v, "padding") for v in p) for p in padding)
+            else:
+                ph, pw = (_int(v, "padding") for v in padding)
+                explicit = ((ph, ph), (pw, pw))
+        else:
+            p = _int(padding, "padding")
+            explicit = ((p, p), (p, p))
+    except TypeError:
+        raise TypeError(f"{PADDING_HELP}; received padding={padding!r}") from None
+    if min(explicit[0] + explicit[1]) < 0:
+        raise ValueError(f"padding must not be negative; received padding={padding!r}")
+    return explicit
+
+
+def resolve_padding(spec, in_size, effective_kernel, stride):
+    """Explicit ((top, bottom), (left, right)) for a padding spec; 'same' as Keras/TensorFlow define it."""
+    if spec == "valid":
+        return ((0, 0), (0, 0))
+    if spec == "same":
+        pads = []
+        for n, k, s in zip(in_size, effective_kernel, stride):
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    return spec
+
+
+def data_format(value):
+    if not isinstance(value, str) or value not in DATA_FORMATS:
+        raise ValueError(f'data_format must be "channels_last" or "channels_first"; received data_format={value!r}')
+    return value == "channels_last"
+
+
+def algorithm(value):
+    if not isinstance(value, str) or value not in ALGORITHMS:
+        raise ValueError(f'algorithm must be "auto", "direct" or "im2col"; received algorithm={value!r}')
+    return value
+
+
+def flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; received {name}={value!r}")
+    return bool(value)
+
+
+def compute_dtype_of(array, name):
+    """The float dtype an input is computed in: float32/float64 kept, float16 -> float32, int/bool -> float64."""
+    dt = array.dtype
+    if dt in (np.float32, np.float64):
+        return dt
+    if dt == np.float16:
+        return np.dtype(np.float32)
+    if dt.kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} must be a real array of float32, float64, float16, int or bool; received {name} with dtype={dt}"
+    )
+
+
+def array(value, name, ndim):
+    """Any array-like as an ndarray of the given ndim (not yet converted to the compute dtype)."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be an array; received {name} of type {type(value).__name__}") from exc
+    compute_dtype_of(arr, name)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; received {name} with shape {arr.shape}")
+    return arr
+
+
+def contiguous(arr, dtype):
+    """C-contiguous, aligned array of dtype, copying only when needed (views, Fortran order, negative strides)."""
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def shape4(value, name):
+    """A 4-tuple of non-negative ints, e.g. input_shape."""
+    if not isinstance(value, (tuple, list)) or len(value) != 4:
+        raise ValueError(f"{name} must be a tuple of 4 ints; received {name}={value!r}")
+    dims = tuple(_int(v, name) for v in value)
+    if min(dims) < 0:
+        raise ValueError(f"{name} must not have negative sizes; received {name}={value!r}")
+    return dims
+
+
+def positive_int(value, name):
+    v = _int(value, name)
+    if v < 1:
+        raise ValueError(f"{name} must be at least 1; received {name}={value!r}")
+    return v
+
+
+def output_buffer(out, shape, dtype, inputs):
+    """Check a user's out= array: exact shape and dtype, writable, C-contiguous, no overlap with inputs."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray; received out of type {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out must have shape {tuple(shape)}; received out with shape {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have dtype {np.dtype(dtype)}; received out with dtype={out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writable; received a read-only out")
+    if not out.flags.c_contiguous or not out.flags.aligned:
+        raise ValueError(f"out must be C-contiguous and aligned; received out with strides {out.strides}")
+    for name, arr in inputs.items():
+        if arr is not None and np.may_share_memory(out, arr):
+            raise ValueError(f"out must not overlap the input {name}; received an out that shares memory with {name}")
+    return out

@@ -1,0 +1,362 @@
+"""fastconv's functional API: NumPy arrays in, NumPy arrays out.
+
+Each function validates and normalises its arguments (through _validation and _problem), allocates its output,
+picks an algorithm (_planning), and makes one kernel call with the GIL released. Layouts, padding rules and dtype
+rules are described in docs/functional.md.
+"""
+import numpy as np
+
+from fastconv import _layout, _planning
+from fastconv import _validation as check
+from fastconv._kernels import conv_direct, conv_im2col, pooling
+from fastconv._problem import conv_problem, pool_problem
+from fastconv._threads import blas_single_threaded, get_num_threads
+
+__all__ = [
+    "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "max_pool2d", "max_pool2d_grad",
+]
+
+
+def _common_dtype(named_arrays):
+    return np.result_type(*(check.compute_dtype_of(a, name) for name, a in named_arrays.items() if a is not None))
+
+
+def _column_buffer(n_threads, elements_per_thread, dtype):
+    return np.empty((n_threads, max(1, elements_per_thread)), dtype=dtype)
+
+
+def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, groups=1,
+           data_format="channels_last", algorithm="auto", out=None):
+    """2-D convolution (cross-correlation, as in every deep-learning framework).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C) or (N, C, H, W)
+        Input batch, in the layout given by ``data_format``.
+    weight : array_like, shape (R, S, C // groups, K) or (K, C // groups, R, S)
+        Kernel: HWIO for "channels_last" (Keras), OIHW for "channels_first" (PyTorch).
+    bias : array_like, shape (K,), optional
+    stride, dilation : int or (int, int)
+        At least 1.
+    padding : "valid", "same", int, (ph, pw) or ((top, bottom), (left, right))
+        "same" follows Keras/TensorFlow: output size ceil(H / stride), extra row/column at the bottom/right.
+    groups : int
+        Divides C and K; ``groups == C`` is a depthwise convolution.
+    data_format : "channels_last" or "channels_first"
+    algorithm : "auto", "direct" or "im2col"
+    out : ndarray, optional
+        Exact output shape and dtype, writable, C-contiguous, not overlapping an input.
+
+    Returns
+    -------
+    ndarray, shape (N, Ho, Wo, K) or (N, K, Ho, Wo)
+        float32 for float32 (or float16) input, float64 for float64 or integer input.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or option values (the message names the argument and the value received).
+    TypeError
+        Unsupported dtypes or argument types, or ``out`` of the wrong dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 5, 5, 2), dtype=np.float32)        # NHWC
+    >>> w = np.ones((3, 3, 2, 4), dtype=np.float32)        # HWIO
+    >>> y = fastconv.conv2d(x, w, padding="same")
+    >>> y.shape, y.dtype, float(y[0, 2, 2, 0]), float(y[0, 0, 0, 0])
+    ((1, 5, 5, 4), dtype('float32'), 18.0, 8.0)
+    """
+    channels_last = check.data_format(data_format)
+    requested = check.algorithm(algorithm)
+    x_arr = check.array(x, "x", 4)
+    w_arr = check.array(weight, "weight", 4)
+    b_arr = None if bias is None else check.array(bias, "bias", 1)
+    problem = conv_problem(x_arr.shape, w_arr.shape, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, channels_last=channels_last)
+    if b_arr is not None and b_arr.shape != (problem.out_c,):
+        raise ValueError(f"bias must have shape ({problem.out_c},), one value per output channel; "
+                         f"received bias with shape {b_arr.shape}")
+    dtype = _common_dtype({"x": x_arr, "weight": w_arr, "bias": b_arr})
+    if out is not None:
+        result = check.output_buffer(out, problem.output_shape, dtype, {"x": x_arr, "weight": w_arr, "bias": b_arr})
+    else:
+        result = np.empty(problem.output_shape, dtype=dtype)
+    if result.size == 0:
+        return result
+    xc = check.contiguous(x_arr, dtype)
+    wc = check.contiguous(w_arr, dtype)
+    bc = None if b_arr is None else check.contiguous(b_arr, dtype)
+    n_threads = get_num_threads()
+
+    if _planning.choose_forward(problem, requested) == "direct":
+        if channels_last:
+            conv_direct.forward_nhwc(xc, wc, bc, result, problem.geometry, n_threads)
+        else:
+            nhwc = np.empty((problem.batch, problem.out_h, problem.out_w, problem.out_c), dtype=dtype)
+            conv_direct.forward_nhwc(_layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, nhwc,
+                                     problem.geometry, n_threads)
+            result[...] = nhwc.transpose(0, 3, 1, 2)
+        return result
+
+    rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
+    pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)
+    tile = _planning.column_tile(rsc * dtype.itemsize, pixels)
+    cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * rsc, dtype)
+    with blas_single_threaded():
+        conv_im2col.forward(xc, wc, bc, result, cols, problem.geometry, tile, channels_last, n_threads)
+    return result
+
+
+def _grad_output_array(grad_output, problem, what):
+    go = check.array(grad_output, "grad_output", 4)
+    if go.shape != problem.output_shape:
+        raise ValueError(f"grad_output must have shape {problem.output_shape}, the output shape of the convolution "
+                         f"of {what}; received grad_output with shape {go.shape}")
+    return go
+
+
+def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="valid", dilation=1, groups=1,
+                      data_format="channels_last", algorithm="auto"):
+    """Gradient of ``conv2d`` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, Ho, Wo, K) or (N, K, Ho, Wo)
+        Gradient of the loss with respect to conv2d's output.
+    weight : array_like
+        The kernel used in the forward pass (HWIO or OIHW as ``data_format`` says).
+    input_shape : tuple of 4 ints
+        Shape of the forward input, in the layout of ``data_format``.
+    stride, padding, dilation, groups, data_format, algorithm
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray of shape ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> g = np.ones((1, 3, 3, 1))
+    >>> w = np.ones((3, 3, 1, 1))
+    >>> fastconv.conv2d_grad_input(g, w, (1, 5, 5, 1))[0, :, :, 0]
+    array([[1., 2., 3., 2., 1.],
+           [2., 4., 6., 4., 2.],
+           [3., 6., 9., 6., 3.],
+           [2., 4., 6., 4., 2.],
+           [1., 2., 3., 2., 1.]])
+    """
+    channels_last = check.data_format(data_format)
+    requested = check.algorithm(algorithm)
+    w_arr = check.array(weight, "weight", 4)
+    input_shape = check.shape4(input_shape, "input_shape")
+    problem = conv_problem(input_shape, w_arr.shape, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, channels_last=channels_last, input_name="input_shape")
+    go = _grad_output_array(grad_output, problem, f"input_shape={input_shape}")
+    dtype = _common_dtype({"grad_output": go, "weight": w_arr})
+    if problem.batch == 0:
+        return np.zeros(input_shape, dtype=dtype)
+    goc = check.contiguous(go, dtype)
+    wc = check.contiguous(w_arr, dtype)
+    n_threads = get_num_threads()
+
+    if _planning.choose_grad_input(problem, requested, n_threads) == "direct":
+        hwio = wc if channels_last else _layout.oihw_to_hwio(wc)
+        weight_t = np.ascontiguousarray(hwio.transpose(0, 1, 3, 2))
+        nhwc = np.empty((problem.batch, problem.in_h, problem.in_w, problem.in_c), dtype=dtype)
+        conv_direct.grad_input_nhwc(goc if channels_last else _layout.nchw_to_nhwc(goc), weight_t, nhwc,
+                                    problem.geometry, n_threads)
+        return nhwc if channels_last else _layout.nhwc_to_nchw(nhwc)
+
+    result = np.empty(input_shape, dtype=dtype)
+    rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
+    tile = _planning.column_tile(rsc * dtype.itemsize, problem.out_h * problem.out_w)
+    cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * rsc, dtype)
+    with blas_single_threaded():
+        conv_im2col.grad_input(goc, wc, result, cols, problem.geometry, tile, channels_last, n_threads)
+    return result
+
+
+def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid", dilation=1, groups=1,
+                       data_format="channels_last", algorithm="auto"):
+    """Gradient of ``conv2d`` with respect to its weight.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, Ho, Wo, K) or (N, K, Ho, Wo)
+    x : array_like
+        The forward input.
+    weight_shape : tuple of 4 ints
+        HWIO (channels_last) or OIHW (channels_first).
+    stride, padding, dilation, groups, data_format, algorithm
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray of shape ``weight_shape``
+        Summed over the batch, in a fixed order (identical for any thread count).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.0).reshape(1, 4, 4, 1)
+    >>> g = np.ones((1, 2, 2, 1))
+    >>> fastconv.conv2d_grad_weight(g, x, (3, 3, 1, 1))[:, :, 0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]])
+    """
+    channels_last = check.data_format(data_format)
+    requested = check.algorithm(algorithm)
+    x_arr = check.array(x, "x", 4)
+    weight_shape = check.shape4(weight_shape, "weight_shape")
+    problem = conv_problem(x_arr.shape, weight_shape, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, channels_last=channels_last, weight_name="weight_shape")
+    go = _grad_output_array(grad_output, problem, f"x with shape {x_arr.shape}")
+    dtype = _common_dtype({"grad_output": go, "x": x_arr})
+    if problem.batch == 0:
+        return np.zeros(weight_shape, dtype=dtype)
+    goc = check.contiguous(go, dtype)
+    xc = check.contiguous(x_arr, dtype)
+    n_threads = get_num_threads()
+    r, s, cg, k = problem.kernel_h, problem.kernel_w, problem.in_c // problem.groups, problem.out_c
+
+    if _planning.choose_grad_weight(problem, requested) == "direct":
+        hwio = np.empty((r, s, cg, k), dtype=dtype)
+        if channels_last:
+            conv_direct.grad_weight_nhwc(goc, xc, hwio, problem.geometry, n_threads)
+            return hwio
+        conv_direct.grad_weight_nhwc(_layout.nchw_to_nhwc(goc), _layout.nchw_to_nhwc(xc), hwio,
+                                     problem.geometry, n_threads)
+        return _layout.hwio_to_oihw(hwio)
+
+    cblock = min(cg, _planning.GRAD_WEIGHT_CHANNEL_BLOCK)
+    pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)
+    tile = _planning.column_tile(cblock * dtype.itemsize, pixels)
+    cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * cblock, dtype)
+    result = np.empty((r, s, cg, k) if channels_last else (r, s, k, cg), dtype=dtype)
+    with blas_single_threaded():
+        conv_im2col.grad_weight(goc, xc, result, cols, problem.geometry, tile, cblock, channels_last, n_threads)
+    return result if channels_last else np.ascontiguousarray(result.transpose(2, 3, 0, 1))
+
+
+def conv2d_grad_bias(grad_output, *, data_format="channels_last"):
+    """Gradient of ``conv2d`` with respect to its bias: ``grad_output`` summed over batch and space.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv2d_grad_bias(np.ones((2, 3, 3, 4), dtype=np.float32))
+    array([18., 18., 18., 18.], dtype=float32)
+    """
+    channels_last = check.data_format(data_format)
+    go = check.array(grad_output, "grad_output", 4)
+    dtype = _common_dtype({"grad_output": go})
+    axes = (0, 1, 2) if channels_last else (0, 2, 3)
+    return np.add.reduce(check.contiguous(go, dtype), axis=axes, dtype=dtype)
+
+
+def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False, data_format="channels_last",
+               return_indices=False):
+    """2-D max-pooling.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, H, W, C) or (N, C, H, W)
+    pool_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``pool_size``.
+    padding : "valid", "same", int, (ph, pw) or ((top, bottom), (left, right))
+        Padded cells never win; each side's padding must be smaller than the pool size.
+    ceil_mode : bool
+        Round the output size up (PyTorch's rule: the last window must start inside the input or left padding).
+    data_format : "channels_last" or "channels_first"
+    return_indices : bool
+        Also return, per output cell, the flat index ``h * W + w`` of the winner in its input plane (int64).
+
+    Returns
+    -------
+    out : ndarray
+    indices : ndarray of int64, only with ``return_indices=True``
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.0).reshape(1, 4, 4, 1)
+    >>> out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    >>> out[0, :, :, 0], idx[0, :, :, 0]
+    (array([[ 5.,  7.],
+           [13., 15.]]), array([[ 5,  7],
+           [13, 15]]))
+    """
+    channels_last = check.data_format(data_format)
+    return_indices = check.flag(return_indices, "return_indices")
+    x_arr = check.array(x, "x", 4)
+    problem = pool_problem(x_arr.shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                           channels_last=channels_last)
+    dtype = _common_dtype({"x": x_arr})
+    out = np.empty(problem.output_shape, dtype=dtype)
+    indices = np.empty(problem.output_shape, dtype=np.int64) if return_indices else None
+    if out.size:
+        pooling.forward(check.contiguous(x_arr, dtype), out, indices, problem.geometry, channels_last,
+                        get_num_threads())
+    return (out, indices) if return_indices else out
+
+
+def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=None, padding="valid",
+                    ceil_mode=False, data_format="channels_last"):
+    """Gradient of ``max_pool2d``: each ``grad_output`` cell added onto its window's winning input cell.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Shape of max_pool2d's output.
+    indices : array_like of ints
+        The ``indices`` returned by ``max_pool2d(..., return_indices=True)``.
+    input_shape : tuple of 4 ints
+        Shape of the forward input.
+    pool_size, stride, padding, ceil_mode, data_format
+        As in the forward call (used to check the shapes).
+
+    Returns
+    -------
+    ndarray of shape ``input_shape``
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.0).reshape(1, 4, 4, 1)
+    >>> out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    >>> fastconv.max_pool2d_grad(np.ones_like(out), idx, x.shape)[0, :, :, 0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 0., 1.],
+           [0., 0., 0., 0.],
+           [0., 1., 0., 1.]])
+    """
+    channels_last = check.data_format(data_format)
+    input_shape = check.shape4(input_shape, "input_shape")
+    problem = pool_problem(input_shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                           channels_last=channels_last, input_name="input_shape")
+    go = check.array(grad_output, "grad_output", 4)
+    if go.shape != problem.output_shape:
+        raise ValueError(f"grad_output must have shape {problem.output_shape}, the pooled shape of "
+                         f"input_shape={input_shape}; received grad_output with shape {go.shape}")
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array; received indices with dtype={idx.dtype}")
+    if idx.shape != go.shape:
+        raise ValueError(f"indices must have the shape of grad_output {go.shape}; received indices with shape "
+                         f"{idx.shape}")
+    dtype = _common_dtype({"grad_output": go})
+    plane = problem.in_h * problem.in_w
+    if idx.size and (idx.min() < 0 or idx.max() >= plane):
+        raise ValueError(f"indices must lie in [0, {plane}) (flat positions in a {problem.in_h}x{problem.in_w} "
+                         f"plane); received indices from {idx.min()} to {idx.max()}")
+    result = np.empty(input_shape, dtype=dtype)
+    if result.size == 0:
+        return result
+    pooling.backward(check.contiguous(go, dtype), np.ascontiguousarray(idx, dtype=np.int64), result,
+                     channels_last, get_num_threads())
+    return result

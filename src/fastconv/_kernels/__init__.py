@@ -1,0 +1,1 @@
+"""Compiled kernels: pure compute on typed memoryviews, no validation (see fastconv.functional)."""

@@ -1,0 +1,24 @@
+# Direct 2-D convolution in NHWC / HWIO, no column buffer. Kernels trust their inputs: shapes, strides,
+# padding and groups are validated by fastconv.functional before any call.
+from cython cimport floating
+from fastconv._kernels.geometry cimport ConvGeometry
+
+# out[n, ho, wo, k] = bias[k] + sum_{r, s, c} x[n, ho*sh - pt + r*dh, wo*sw - pl + s*dw, g*Cg + c] * w[r, s, c, k]
+# bias may be NULL.
+cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
+                              const floating[:, :, :, ::1] weight,  # IN  (R, S, C/groups, K)
+                              const floating* bias,                 # IN  (K,) or NULL
+                              floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
+                              ConvGeometry geom, int n_threads) noexcept nogil
+
+# grad_input: each input pixel gathers from the output pixels it fed, so every element has one owner.
+cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, K)
+                                 const floating[:, :, :, ::1] weight_t,  # IN  (R, S, K, C/groups)
+                                 floating[:, :, :, ::1] grad_in,         # OUT (N, H, W, C)
+                                 ConvGeometry geom, int n_threads) noexcept nogil
+
+# grad_weight: each (r, s, channel block) of the weight is owned by one thread, summed over pixels in order.
+cdef void conv2d_grad_weight_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, K)
+                                  const floating[:, :, :, ::1] x,         # IN  (N, H, W, C)
+                                  floating[:, :, :, ::1] grad_weight,     # OUT (R, S, C/groups, K)
+                                  ConvGeometry geom, int n_threads) noexcept nogil

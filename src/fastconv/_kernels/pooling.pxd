@@ -1,0 +1,26 @@
+# Max-pooling kernels. Geometry reuses ConvGeometry (kernel = pool window, dilation 1, groups 1, out_c = in_c).
+# Indices are flat positions h * W + w within each input plane, as in PyTorch; padded cells never win.
+from cython cimport floating
+from libc.stdint cimport int64_t
+from fastconv._kernels.geometry cimport ConvGeometry
+
+cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,  # IN  (N, H, W, C)
+                                  floating[:, :, :, ::1] out,      # OUT (N, Ho, Wo, C)
+                                  int64_t* indices,                # OUT (N, Ho, Wo, C) or NULL
+                                  ConvGeometry geom, int n_threads) noexcept nogil
+
+cdef void max_pool2d_forward_nchw(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
+                                  floating[:, :, :, ::1] out,      # OUT (N, C, Ho, Wo)
+                                  int64_t* indices,                # OUT (N, C, Ho, Wo) or NULL
+                                  ConvGeometry geom, int n_threads) noexcept nogil
+
+# Scatter-add of grad_out onto the winning cells; each (image, channel block) has one owner.
+cdef void max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, C)
+                                   const int64_t[:, :, :, ::1] indices,     # IN  (N, Ho, Wo, C)
+                                   floating[:, :, :, ::1] grad_in,          # OUT (N, H, W, C)
+                                   int n_threads) noexcept nogil
+
+cdef void max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_out,  # IN  (N, C, Ho, Wo)
+                                   const int64_t[:, :, :, ::1] indices,     # IN  (N, C, Ho, Wo)
+                                   floating[:, :, :, ::1] grad_in,          # OUT (N, C, H, W)
+                                   int n_threads) noexcept nogil

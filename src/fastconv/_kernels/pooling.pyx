@@ -1,0 +1,191 @@
+"""Max-pooling forward (with optional argmax) and backward, channels_last and channels_first.
+
+NaN propagates: a NaN beats any number, and a later NaN in the window takes the index (PyTorch's rule).
+Among equal maxima the first in row-major window order wins.
+"""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
+
+cdef enum:
+    # Channels per backward work item in NHWC: enough items for all threads even at batch 1.
+    BACKWARD_CHANNEL_BLOCK = 16
+
+
+cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
+                                  floating[:, :, :, ::1] out,
+                                  int64_t* indices,
+                                  ConvGeometry geom, int n_threads) noexcept nogil:
+    cdef Py_ssize_t C = geom.in_c, Ho = geom.out_h, Wo = geom.out_w
+    cdef Py_ssize_t row, n, ho, wo, c, ih, iw, ih0, ih1, iw0, iw1
+    cdef int64_t flat, first
+    cdef floating v
+    cdef floating* op
+    cdef int64_t* ip
+    cdef const floating* xp
+
+    for row in prange(geom.batch * Ho, num_threads=n_threads, schedule="static"):
+        n = row // Ho
+        ho = row - n * Ho
+        ih0 = ho * geom.stride_h - geom.pad_top
+        ih1 = ih0 + geom.kernel_h
+        if ih0 < 0:
+            ih0 = 0
+        if ih1 > geom.in_h:
+            ih1 = geom.in_h
+        for wo in range(Wo):
+            iw0 = wo * geom.stride_w - geom.pad_left
+            iw1 = iw0 + geom.kernel_w
+            if iw0 < 0:
+                iw0 = 0
+            if iw1 > geom.in_w:
+                iw1 = geom.in_w
+            op = &out[n, ho, wo, 0]
+            for c in range(C):
+                op[c] = -INFINITY
+            if indices == NULL:
+                for ih in range(ih0, ih1):
+                    for iw in range(iw0, iw1):
+                        xp = &x[n, ih, iw, 0]
+                        for c in range(C):
+                            v = xp[c]
+                            if v > op[c] or v != v:
+                                op[c] = v
+            else:
+                ip = indices + ((n * Ho + ho) * Wo + wo) * C
+                first = ih0 * geom.in_w + iw0
+                for c in range(C):
+                    ip[c] = first
+                for ih in range(ih0, ih1):
+                    for iw in range(iw0, iw1):
+                        xp = &x[n, ih, iw, 0]
+                        flat = ih * geom.in_w + iw
+                        for c in range(C):
+                            v = xp[c]
+                            if v > op[c] or v != v:
+                                op[c] = v
+                                ip[c] = flat
+
+
+cdef void max_pool2d_forward_nchw(const floating[:, :, :, ::1] x,
+                                  floating[:, :, :, ::1] out,
+                                  int64_t* indices,
+                                  ConvGeometry geom, int n_threads) noexcept nogil:
+    cdef Py_ssize_t C = geom.in_c, Ho = geom.out_h, Wo = geom.out_w, W = geom.in_w
+    cdef Py_ssize_t plane, n, c, ho, wo, ih, iw, ih0, ih1, iw0, iw1
+    cdef int64_t best_index
+    cdef floating v, best
+    cdef const floating* xp
+    cdef floating* op
+
+    for plane in prange(geom.batch * C, num_threads=n_threads, schedule="static"):
+        n = plane // C
+        c = plane - n * C
+        xp = &x[n, c, 0, 0]
+        op = &out[n, c, 0, 0]
+        for ho in range(Ho):
+            ih0 = ho * geom.stride_h - geom.pad_top
+            ih1 = ih0 + geom.kernel_h
+            if ih0 < 0:
+                ih0 = 0
+            if ih1 > geom.in_h:
+                ih1 = geom.in_h
+            for wo in range(Wo):
+                iw0 = wo * geom.stride_w - geom.pad_left
+                iw1 = iw0 + geom.kernel_w
+                if iw0 < 0:
+                    iw0 = 0
+                if iw1 > W:
+                    iw1 = W
+                best = -INFINITY
+                best_index = ih0 * W + iw0
+                for ih in range(ih0, ih1):
+                    for iw in range(iw0, iw1):
+                        v = xp[ih * W + iw]
+                        if v > best or v != v:
+                            best = v
+                            best_index = ih * W + iw
+                op[ho * Wo + wo] = best
+                if indices != NULL:
+                    indices[plane * Ho * Wo + ho * Wo + wo] = best_index
+
+
+cdef void max_pool2d_backward_nhwc(const floating[:, :, :, ::1] grad_out,
+                                   const int64_t[:, :, :, ::1] indices,
+                                   floating[:, :, :, ::1] grad_in,
+                                   int n_threads) noexcept nogil:
+    cdef Py_ssize_t N = grad_in.shape[0], H = grad_in.shape[1], W = grad_in.shape[2], C = grad_in.shape[3]
+    cdef Py_ssize_t Ho = grad_out.shape[1], Wo = grad_out.shape[2]
+    cdef Py_ssize_t n_cblocks = (C + BACKWARD_CHANNEL_BLOCK - 1) // BACKWARD_CHANNEL_BLOCK
+    cdef Py_ssize_t item, n, cb, c0, c1, c, pix
+    cdef floating* dx
+    cdef const floating* gp
+    cdef const int64_t* ip
+
+    for item in prange(N * n_cblocks, num_threads=n_threads, schedule="static"):
+        n = item // n_cblocks
+        cb = item - n * n_cblocks
+        c0 = cb * BACKWARD_CHANNEL_BLOCK
+        c1 = c0 + BACKWARD_CHANNEL_BLOCK
+        if c1 > C:
+            c1 = C
+        dx = &grad_in[n, 0, 0, 0]
+        for pix in range(H * W):
+            memset(dx + pix * C + c0, 0, (c1 - c0) * sizeof(floating))
+        for pix in range(Ho * Wo):
+            gp = &grad_out[n, 0, 0, 0] + pix * C
+            ip = &indices[n, 0, 0, 0] + pix * C
+            for c in range(c0, c1):
+                dx[ip[c] * C + c] += gp[c]
+
+
+cdef void max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_out,
+                                   const int64_t[:, :, :, ::1] indices,
+                                   floating[:, :, :, ::1] grad_in,
+                                   int n_threads) noexcept nogil:
+    cdef Py_ssize_t N = grad_in.shape[0], C = grad_in.shape[1], H = grad_in.shape[2], W = grad_in.shape[3]
+    cdef Py_ssize_t Ho = grad_out.shape[2], Wo = grad_out.shape[3]
+    cdef Py_ssize_t plane, n, c, p
+    cdef floating* dx
+    cdef const floating* gp
+    cdef const int64_t* ip
+
+    for plane in prange(N * C, num_threads=n_threads, schedule="static"):
+        n = plane // C
+        c = plane - n * C
+        dx = &grad_in[n, c, 0, 0]
+        gp = &grad_out[n, c, 0, 0]
+        ip = &indices[n, c, 0, 0]
+        memset(dx, 0, H * W * sizeof(floating))
+        for p in range(Ho * Wo):
+            dx[ip[p]] += gp[p]
+
+
+# ---------------------------------------------------------------- Python entry points
+
+def forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, indices, ConvGeometry geom,
+            bint channels_last, int n_threads):
+    """indices: None or an int64 C-contiguous array with out's shape."""
+    cdef int64_t[:, :, :, ::1] index_view
+    cdef int64_t* index_ptr = NULL
+    if indices is not None:
+        index_view = indices
+        index_ptr = &index_view[0, 0, 0, 0]
+    with nogil:
+        if channels_last:
+            max_pool2d_forward_nhwc(x, out, index_ptr, geom, n_threads)
+        else:
+            max_pool2d_forward_nchw(x, out, index_ptr, geom, n_threads)
+
+
+def backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] indices,
+             floating[:, :, :, ::1] grad_in, bint channels_last, int n_threads):
+    with nogil:
+        if channels_last:
+            max_pool2d_backward_nhwc(grad_out, indices, grad_in, n_threads)
+        else:
+            max_pool2d_backward_nchw(grad_out, indices, grad_in, n_threads)
