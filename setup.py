@@ -8,9 +8,7 @@ Environment switches:
 - ``FASTCONV_NO_OPENMP=1``: build serial kernels even where the compiler has OpenMP.
 """
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import textwrap
 import warnings
@@ -20,7 +18,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_MODULES = ["openmp_helpers", "blas", "conv_direct", "conv_im2col", "pooling"]
+KERNEL_MODULES = ["openmp_helpers", "cpu_dispatch", "blas", "conv_direct", "conv_im2col", "pooling"]
 KERNEL_DIR = os.path.join("src", "fastconv", "_kernels")
 DEBUG = os.environ.get("FASTCONV_DEBUG", "0") == "1"
 
@@ -80,7 +78,7 @@ def kernel_extensions():
             Extension(
                 f"fastconv._kernels.{name}",
                 [os.path.join(KERNEL_DIR, f"{name}.pyx")],
-                include_dirs=[numpy.get_include()],
+                include_dirs=[numpy.get_include(), KERNEL_DIR],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
                 extra_compile_args=list(compile_args),
                 extra_link_args=[],
@@ -106,7 +104,7 @@ def kernel_extensions():
 setup(
     packages=["fastconv", "fastconv._kernels"],
     package_dir={"fastconv": "fastconv", "fastconv._kernels": KERNEL_DIR},
-    package_data={"fastconv._kernels": ["*.pxd", "*.pyx"]},
+    package_data={"fastconv._kernels": ["*.pxd", "*.pyx", "*.h"]},
     ext_modules=kernel_extensions(),
     cmdclass={"build_ext": BuildKernels},
     zip_safe=False,

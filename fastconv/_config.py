@@ -7,7 +7,7 @@ from fastconv._version import __version__
 def config():
     """The facts show_config prints, as a dict."""
     from fastconv import _threads
-    from fastconv._kernels import openmp_helpers
+    from fastconv._kernels import cpu_dispatch, openmp_helpers
 
     blas = [
         {"library": lib.filepath, "api": lib.internal_api, "version": lib.version, "threads": lib.num_threads}
@@ -19,6 +19,8 @@ def config():
         "machine": platform.machine(),
         "openmp": openmp_helpers.openmp_enabled(),
         "num_threads": _threads.get_num_threads(),
+        "isa": cpu_dispatch.active_isa_name(),
+        "best_isa": cpu_dispatch.best_isa_name(),
         "blas": blas,
     }
 
@@ -32,7 +34,7 @@ def show_config():
     >>> info = fastconv.show_config()  # doctest: +ELLIPSIS
     fastconv ...
     >>> sorted(info)
-    ['blas', 'machine', 'num_threads', 'openmp', 'python', 'version']
+    ['best_isa', 'blas', 'isa', 'machine', 'num_threads', 'openmp', 'python', 'version']
     """
     info = config()
     openmp = "enabled" if info["openmp"] else "DISABLED (built without OpenMP: kernels run serially)"
@@ -40,6 +42,7 @@ def show_config():
         f"fastconv {info['version']} (Python {info['python']}, {info['machine']})",
         f"  OpenMP:      {openmp}",
         f"  threads:     {info['num_threads']}",
+        f"  SIMD:        {info['isa']} (best on this CPU: {info['best_isa']}; FASTCONV_ISA forces a lower one)",
     ]
     for lib in info["blas"]:
         lines.append(f"  BLAS:        {lib['api']} {lib['version']} ({lib['library']})")

@@ -41,3 +41,15 @@ def hwio_shape(shape, channels_last):
         return tuple(shape)
     k, cg, r, s = shape
     return (r, s, cg, k)
+
+
+def pack_direct_weights(hwio, groups, lanes):
+    """HWIO weights as the tiled direct kernel reads them: (groups, k_blocks, R, S, C/groups, lanes), each block
+    of `lanes` output channels contiguous per input channel, zero-padded past the group's last channel."""
+    r, s, cg, k = hwio.shape
+    kg = k // groups
+    k_blocks = -(-kg // lanes)
+    grouped = hwio.reshape(r, s, cg, groups, kg).transpose(3, 0, 1, 2, 4)
+    padded = np.zeros((groups, r, s, cg, k_blocks * lanes), dtype=hwio.dtype)
+    padded[..., :kg] = grouped
+    return np.ascontiguousarray(padded.reshape(groups, r, s, cg, k_blocks, lanes).transpose(0, 4, 1, 2, 3, 5)).ravel()

@@ -62,3 +62,9 @@ def is_pointwise(problem):
     """A 1x1, stride-1, unpadded convolution: the input already is the GEMM operand (no column buffer)."""
     return (problem.kernel_h == problem.kernel_w == 1 and problem.stride == (1, 1)
             and problem.padding == ((0, 0), (0, 0)))
+
+
+def use_register_tiles(problem):
+    """The tiled direct kernel vectorises over a group's output channels; with very few of them (depthwise)
+    the plain direct kernel wastes fewer lanes."""
+    return problem.out_c // problem.groups >= 4

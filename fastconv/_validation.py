@@ -23,14 +23,22 @@ def _int(value, name):
         raise TypeError(f"{name} must be an int; received {name}={value!r}") from None
 
 
+def _ints(values, name, whole):
+    """Each entry as an int; a bad entry is reported with the whole value the user passed."""
+    try:
+        return tuple(_int(v, name) for v in values)
+    except TypeError:
+        raise TypeError(f"{name} must hold ints; received {name}={whole!r}") from None
+
+
 def pair(value, name, minimum=1):
     """An int or a pair of ints, each >= minimum, as a (rows, cols) tuple."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = tuple(value.tolist())
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints; received {name}={value!r}")
-        result = tuple(_int(v, name) for v in value)
-    elif isinstance(value, np.ndarray) and value.ndim == 1:
-        return pair(tuple(value.tolist()), name, minimum)
+        result = _ints(value, name, value)
     else:
         try:
             v = _int(value, name)
@@ -85,13 +93,18 @@ def resolve_padding(spec, in_size, effective_kernel, stride):
 
 
 def data_format(value):
-    if not isinstance(value, str) or value not in DATA_FORMATS:
+    if not isinstance(value, str):
+        raise TypeError(f'data_format must be the string "channels_last" or "channels_first"; '
+                        f'received data_format={value!r}')
+    if value not in DATA_FORMATS:
         raise ValueError(f'data_format must be "channels_last" or "channels_first"; received data_format={value!r}')
     return value == "channels_last"
 
 
 def algorithm(value):
-    if not isinstance(value, str) or value not in ALGORITHMS:
+    if not isinstance(value, str):
+        raise TypeError(f'algorithm must be the string "auto", "direct" or "im2col"; received algorithm={value!r}')
+    if value not in ALGORITHMS:
         raise ValueError(f'algorithm must be "auto", "direct" or "im2col"; received algorithm={value!r}')
     return value
 
@@ -138,9 +151,11 @@ def contiguous(arr, dtype):
 
 def shape4(value, name):
     """A 4-tuple of non-negative ints, e.g. input_shape."""
-    if not isinstance(value, (tuple, list)) or len(value) != 4:
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of 4 ints; received {name}={value!r}")
+    if len(value) != 4:
         raise ValueError(f"{name} must be a tuple of 4 ints; received {name}={value!r}")
-    dims = tuple(_int(v, name) for v in value)
+    dims = _ints(value, name, value)
     if min(dims) < 0:
         raise ValueError(f"{name} must not have negative sizes; received {name}={value!r}")
     return dims

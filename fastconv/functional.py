@@ -25,6 +25,16 @@ def _column_buffer(n_threads, elements_per_thread, dtype):
     return np.empty((n_threads, max(1, elements_per_thread)), dtype=dtype)
 
 
+def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads):
+    if _planning.use_register_tiles(problem):
+        _, lanes = conv_direct.tile_shape(x.dtype.itemsize)
+        packed = _layout.pack_direct_weights(hwio, problem.groups, lanes)
+        zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
+        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, n_threads)
+    else:
+        conv_direct.forward_nhwc(x, hwio, bias, out, problem.geometry, n_threads)
+
+
 def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, groups=1,
            data_format="channels_last", algorithm="auto", out=None):
     """2-D convolution (cross-correlation, as in every deep-learning framework).
@@ -92,11 +102,10 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
 
     if _planning.choose_forward(problem, requested) == "direct":
         if channels_last:
-            conv_direct.forward_nhwc(xc, wc, bc, result, problem.geometry, n_threads)
+            _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads)
         else:
             nhwc = np.empty((problem.batch, problem.out_h, problem.out_w, problem.out_c), dtype=dtype)
-            conv_direct.forward_nhwc(_layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, nhwc,
-                                     problem.geometry, n_threads)
+            _direct_forward_nhwc(problem, _layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, nhwc, n_threads)
             result[...] = nhwc.transpose(0, 3, 1, 2)
         return result
 

@@ -11,6 +11,15 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N, H,
                               floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
                               ConvGeometry geom, int n_threads) noexcept nogil
 
+# The same with register tiles (direct_tile.h) at the CPU's best instruction set. The weight is packed as
+# (groups, ceil(K/groups / lanes), R, S, C/groups, lanes), zero-padded; `zeros` holds at least C/groups zeros.
+cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N, H, W, C)
+                                    const floating[::1] packed_weight,  # IN  packed, see above
+                                    const floating* bias,               # IN  (K,) or NULL
+                                    const floating* zeros,              # IN  (C/groups,) zeros
+                                    floating[:, :, :, ::1] out,         # OUT (N, Ho, Wo, K)
+                                    ConvGeometry geom, int n_threads) noexcept nogil
+
 # grad_input: each input pixel gathers from the output pixels it fed, so every element has one owner.
 cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, K)
                                  const floating[:, :, :, ::1] weight_t,  # IN  (R, S, K, C/groups)

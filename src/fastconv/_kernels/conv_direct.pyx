@@ -3,17 +3,31 @@
 The innermost loops run over contiguous channels so that the compiler vectorises them: output channels in the
 forward pass and the weight gradient, input channels in the input gradient.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from cython cimport floating
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+from fastconv._kernels.cpu_dispatch cimport active_isa
 from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
+
+cdef extern from "direct_tile.h" nogil:
+    ctypedef void (*fc_tile_f32)(Py_ssize_t, const float * const *, const float * const *, Py_ssize_t,
+                                 float *, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_tile_f64)(Py_ssize_t, const double * const *, const double * const *, Py_ssize_t,
+                                 double *, Py_ssize_t) noexcept nogil
+    fc_tile_f32 fc_tile_for_f32(int isa)
+    fc_tile_f64 fc_tile_for_f64(int isa)
+    int fc_tile_pixels(int isa)
+    int fc_tile_lanes(int isa, int itemsize)
 
 cdef enum:
     # Output pixels along a row processed together, so each weight vector loaded is reused this many times.
     PIXEL_BLOCK = 4
     # Input channels per grad-weight work item: keeps the owned (block, K) slice of the gradient in cache.
     GRAD_WEIGHT_CHANNEL_BLOCK = 16
+    # Bytes of packed weights one pass of the tiled forward kernel streams per row: sized to stay in L1.
+    L1_WEIGHT_BYTES = 16384
 
 
 cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
@@ -61,6 +75,93 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
                                 for k in range(Kg):
                                     op[k] += xv * wp[k]
                     wo = wo_end
+
+
+cdef inline void run_tile(Py_ssize_t n_taps, const floating** xptrs, const floating** wptrs, Py_ssize_t cg,
+                          floating* out, Py_ssize_t ldo, int isa) noexcept nogil:
+    if floating is float:
+        fc_tile_for_f32(isa)(n_taps, xptrs, wptrs, cg, out, ldo)
+    else:
+        fc_tile_for_f64(isa)(n_taps, xptrs, wptrs, cg, out, ldo)
+
+
+cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
+                                    const floating[::1] packed_weight,
+                                    const floating* bias,
+                                    const floating* zeros,
+                                    floating[:, :, :, ::1] out,
+                                    ConvGeometry geom, int n_threads) noexcept nogil:
+    # Per output row and block of output channels, the row is accumulated in a small per-thread buffer: input
+    # channels in blocks whose weights stay in L1 (outer), then tiles of pixels along the row (inner).
+    cdef int isa = active_isa()
+    cdef Py_ssize_t WB = fc_tile_pixels(isa), KB = fc_tile_lanes(isa, sizeof(floating))
+    cdef Py_ssize_t K = geom.out_c, Cg = geom.in_c // geom.groups, Kg = K // geom.groups
+    cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
+    cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
+    cdef Py_ssize_t block_size = R * S * Cg * KB
+    cdef Py_ssize_t row_tiles = (Wo + WB - 1) // WB
+    cdef Py_ssize_t cblock = L1_WEIGHT_BYTES // (R * S * KB * sizeof(floating))
+    cdef const floating* packed = &packed_weight[0]
+    cdef Py_ssize_t row, n, ho, g, kb, k0, kw, cb, c0, nc, tile, wo0, nw, r, s, j, k, ih, iw, n_taps
+    cdef const floating* wblock
+    cdef const floating** xptrs
+    cdef const floating** wptrs
+    cdef floating* rowbuf
+
+    if cblock < 1:
+        cblock = 1
+    if cblock > Cg:
+        cblock = Cg
+    with parallel(num_threads=n_threads):
+        xptrs = <const floating**> malloc(R * S * WB * sizeof(floating*))
+        wptrs = <const floating**> malloc(R * S * sizeof(floating*))
+        rowbuf = <floating*> malloc(row_tiles * WB * KB * sizeof(floating))
+        for row in prange(geom.batch * Ho, schedule="static"):
+            n = row // Ho
+            ho = row - n * Ho
+            for g in range(geom.groups):
+                for kb in range(n_kblocks):
+                    k0 = g * Kg + kb * KB
+                    kw = Kg - kb * KB
+                    if kw > KB:
+                        kw = KB
+                    wblock = packed + (g * n_kblocks + kb) * block_size
+                    for j in range(row_tiles * WB):
+                        for k in range(KB):
+                            rowbuf[j * KB + k] = bias[k0 + k] if (bias != NULL and k < kw) else 0
+                    for cb in range((Cg + cblock - 1) // cblock):
+                        c0 = cb * cblock
+                        nc = Cg - c0
+                        if nc > cblock:
+                            nc = cblock
+                        for tile in range(row_tiles):
+                            wo0 = tile * WB
+                            nw = Wo - wo0
+                            if nw > WB:
+                                nw = WB
+                            # Taps inside the input rows; a pixel whose tap falls in the side padding (or past
+                            # the row's end) reads zeros.
+                            n_taps = 0
+                            for r in range(R):
+                                ih = ho * geom.stride_h - geom.pad_top + r * geom.dilation_h
+                                if ih < 0 or ih >= geom.in_h:
+                                    continue
+                                for s in range(S):
+                                    wptrs[n_taps] = wblock + ((r * S + s) * Cg + c0) * KB
+                                    for j in range(WB):
+                                        iw = (wo0 + j) * geom.stride_w - geom.pad_left + s * geom.dilation_w
+                                        if j < nw and 0 <= iw < geom.in_w:
+                                            xptrs[n_taps * WB + j] = &x[n, ih, iw, g * Cg + c0]
+                                        else:
+                                            xptrs[n_taps * WB + j] = zeros
+                                    n_taps = n_taps + 1
+                            run_tile(n_taps, xptrs, wptrs, nc, rowbuf + wo0 * KB, KB, isa)
+                    for j in range(Wo):
+                        for k in range(kw):
+                            out[n, ho, j, k0 + k] = rowbuf[j * KB + k]
+        free(xptrs)
+        free(wptrs)
+        free(rowbuf)
 
 
 cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
@@ -158,6 +259,25 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         bias_ptr = &bias_view[0]
     with nogil:
         conv2d_forward_nhwc(x, weight, bias_ptr, out, geom, n_threads)
+
+
+def tile_shape(itemsize):
+    """(pixels, channel lanes) of the register tile at the active instruction set."""
+    cdef int isa = active_isa()
+    return fc_tile_pixels(isa), fc_tile_lanes(isa, itemsize)
+
+
+def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,
+                       const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom, int n_threads):
+    """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout);
+    zeros: at least C/groups zeros."""
+    cdef const floating[::1] bias_view
+    cdef const floating* bias_ptr = NULL
+    if bias is not None:
+        bias_view = bias
+        bias_ptr = &bias_view[0]
+    with nogil:
+        conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, n_threads)
 
 
 def grad_input_nhwc(const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] weight_t,

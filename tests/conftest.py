@@ -1,0 +1,40 @@
+"""Shared fixtures for fastconv's tests.
+
+``tests/`` is put on ``sys.path`` so test modules can ``import reference`` (the independent NumPy reference in
+tests/reference.py).  Nothing here imports fastconv at import time, so the reference tests run without it.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+
+@pytest.fixture
+def rng():
+    """A fresh, fixed-seed generator per test (tests are reproducible and order-independent)."""
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, or skip the test when it is not installed."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def threads():
+    """fastconv, with its thread count restored after the test whatever the test set it to."""
+    import fastconv
+    from fastconv import _threads
+
+    old = _threads._requested_threads
+    try:
+        yield fastconv
+    finally:
+        fastconv.set_num_threads(old)
