@@ -53,3 +53,25 @@ def pack_direct_weights(hwio, groups, lanes):
     padded = np.zeros((groups, r, s, cg, k_blocks * lanes), dtype=hwio.dtype)
     padded[..., :kg] = grouped
     return np.ascontiguousarray(padded.reshape(groups, r, s, cg, k_blocks, lanes).transpose(0, 4, 1, 2, 3, 5)).ravel()
+
+
+def flipped_transposed_hwio(hwio, groups):
+    """The kernel whose stride-1 convolution of grad_output gives the input gradient: spatially flipped, each
+    group's input and output channels swapped. (R, S, C/groups, K) -> (R, S, K/groups, C)."""
+    r, s, cg, k = hwio.shape
+    kg = k // groups
+    grouped = hwio[::-1, ::-1].reshape(r, s, cg, groups, kg)
+    return np.ascontiguousarray(grouped.transpose(0, 1, 4, 3, 2)).reshape(r, s, kg, groups * cg)
+
+
+def pad_channel_blocks(x, groups, lanes):
+    """NHWC activations with each group's channels zero-padded to a whole number of `lanes` (a copy only when
+    needed)."""
+    n, h, w, k = x.shape
+    kg = k // groups
+    padded_kg = -(-kg // lanes) * lanes
+    if padded_kg == kg:
+        return x
+    out = np.zeros((n, h, w, groups, padded_kg), dtype=x.dtype)
+    out[..., :kg] = x.reshape(n, h, w, groups, kg)
+    return out.reshape(n, h, w, groups * padded_kg)

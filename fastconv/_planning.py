@@ -38,14 +38,17 @@ def _is_depthwise_like(problem):
 def choose_forward(problem, requested):
     if requested != "auto":
         return requested
-    return "direct" if _is_depthwise_like(problem) else "im2col"
+    return "direct"
 
 
 def choose_grad_input(problem, requested, n_threads):
     if requested != "auto":
         return requested
-    # im2col's input gradient parallelises over images; direct over input rows.
-    if _is_depthwise_like(problem) or problem.batch < n_threads:
+    if _is_depthwise_like(problem):
+        return "direct"
+    # With stride 1 the direct input gradient is a register-tiled convolution whose lanes run over the input
+    # channels of a group; otherwise (or with very few of them) im2col's GEMMs do better.
+    if problem.stride == (1, 1) and problem.in_c // problem.groups >= 4:
         return "direct"
     return "im2col"
 
@@ -68,3 +71,43 @@ def use_register_tiles(problem):
     """The tiled direct kernel vectorises over a group's output channels; with very few of them (depthwise)
     the plain direct kernel wastes fewer lanes."""
     return problem.out_c // problem.groups >= 4
+
+
+def transposed_problem(problem):
+    """The stride-1 convolution that computes `problem`'s input gradient from its output gradient."""
+    from fastconv._problem import ConvProblem
+
+    (top, _), (left, _) = problem.padding
+    extent_h = (problem.kernel_h - 1) * problem.dilation[0]
+    extent_w = (problem.kernel_w - 1) * problem.dilation[1]
+    return ConvProblem(
+        channels_last=True, batch=problem.batch, in_h=problem.out_h, in_w=problem.out_w, in_c=problem.out_c,
+        out_h=problem.in_h, out_w=problem.in_w, out_c=problem.in_c,
+        kernel_h=problem.kernel_h, kernel_w=problem.kernel_w, stride=(1, 1), dilation=problem.dilation,
+        padding=((extent_h - top, 0), (extent_w - left, 0)), groups=problem.groups,
+    )
+
+
+# Bytes of input and output gradient one chunk of the tiled weight gradient streams: about the L2 of a core.
+GRAD_WEIGHT_CHUNK_BYTES = 1 << 18
+
+
+def grad_weight_chunk_rows(problem, itemsize):
+    """Output rows per chunk of the tiled weight-gradient kernel (shape-only, so results don't depend on
+    threads)."""
+    row_bytes = itemsize * (problem.out_w * problem.out_c + problem.stride[0] * problem.in_w * problem.in_c)
+    return max(1, min(problem.batch * problem.out_h, GRAD_WEIGHT_CHUNK_BYTES // row_bytes))
+
+
+def forward_unit_tiles(problem, tile_pixels, lanes):
+    """Register tiles per work unit of the tiled direct forward. Each unit streams a whole block of packed
+    weights, so units are made as large as possible (weights reused over more pixels) while still leaving
+    MIN_WORK_ITEMS items (units x output-channel blocks) to share among threads. Results do not depend on it."""
+    total_tiles = -(-problem.batch * problem.out_h * problem.out_w // tile_pixels)
+    k_blocks = problem.groups * -(-(problem.out_c // problem.groups) // lanes)
+    return max(1, min(MAX_UNIT_TILES, total_tiles * k_blocks // MIN_WORK_ITEMS))
+
+
+# Work items the tiled kernels aim to offer, enough for 16+ threads; and the largest unit of register tiles.
+MIN_WORK_ITEMS = 64
+MAX_UNIT_TILES = 64

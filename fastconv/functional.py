@@ -27,10 +27,11 @@ def _column_buffer(n_threads, elements_per_thread, dtype):
 
 def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads):
     if _planning.use_register_tiles(problem):
-        _, lanes = conv_direct.tile_shape(x.dtype.itemsize)
+        pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize)
         packed = _layout.pack_direct_weights(hwio, problem.groups, lanes)
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
-        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, n_threads)
+        unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes)
+        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, unit_tiles, n_threads)
     else:
         conv_direct.forward_nhwc(x, hwio, bias, out, problem.geometry, n_threads)
 
@@ -173,10 +174,17 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
 
     if _planning.choose_grad_input(problem, requested, n_threads) == "direct":
         hwio = wc if channels_last else _layout.oihw_to_hwio(wc)
-        weight_t = np.ascontiguousarray(hwio.transpose(0, 1, 3, 2))
+        go_nhwc = goc if channels_last else _layout.nchw_to_nhwc(goc)
         nhwc = np.empty((problem.batch, problem.in_h, problem.in_w, problem.in_c), dtype=dtype)
-        conv_direct.grad_input_nhwc(goc if channels_last else _layout.nchw_to_nhwc(goc), weight_t, nhwc,
-                                    problem.geometry, n_threads)
+        if problem.stride == (1, 1):
+            # With stride 1 the input gradient is itself a convolution: of grad_output with the spatially
+            # flipped kernel, input and output channels swapped, padded by (kernel extent - 1 - padding).
+            transposed = _planning.transposed_problem(problem)
+            _direct_forward_nhwc(transposed, go_nhwc, _layout.flipped_transposed_hwio(hwio, problem.groups), None,
+                                 nhwc, n_threads)
+        else:
+            weight_t = np.ascontiguousarray(hwio.transpose(0, 1, 3, 2))
+            conv_direct.grad_input_nhwc(go_nhwc, weight_t, nhwc, problem.geometry, n_threads)
         return nhwc if channels_last else _layout.nhwc_to_nchw(nhwc)
 
     result = np.empty(input_shape, dtype=dtype)
@@ -233,13 +241,18 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
     r, s, cg, k = problem.kernel_h, problem.kernel_w, problem.in_c // problem.groups, problem.out_c
 
     if _planning.choose_grad_weight(problem, requested) == "direct":
-        hwio = np.empty((r, s, cg, k), dtype=dtype)
-        if channels_last:
-            conv_direct.grad_weight_nhwc(goc, xc, hwio, problem.geometry, n_threads)
-            return hwio
-        conv_direct.grad_weight_nhwc(_layout.nchw_to_nhwc(goc), _layout.nchw_to_nhwc(xc), hwio,
-                                     problem.geometry, n_threads)
-        return _layout.hwio_to_oihw(hwio)
+        go_nhwc = goc if channels_last else _layout.nchw_to_nhwc(goc)
+        x_nhwc = xc if channels_last else _layout.nchw_to_nhwc(xc)
+        if _planning.use_register_tiles(problem):
+            hwio = np.zeros((r, s, cg, k), dtype=dtype)
+            _, lanes = conv_direct.tile_shape(dtype.itemsize)
+            chunk_rows = _planning.grad_weight_chunk_rows(problem, dtype.itemsize)
+            conv_direct.grad_weight_nhwc_tiled(_layout.pad_channel_blocks(go_nhwc, problem.groups, lanes), x_nhwc,
+                                               hwio, problem.geometry, chunk_rows, n_threads)
+        else:
+            hwio = np.empty((r, s, cg, k), dtype=dtype)
+            conv_direct.grad_weight_nhwc(go_nhwc, x_nhwc, hwio, problem.geometry, n_threads)
+        return hwio if channels_last else _layout.hwio_to_oihw(hwio)
 
     cblock = min(cg, _planning.GRAD_WEIGHT_CHANNEL_BLOCK)
     pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)

@@ -12,10 +12,10 @@ from fastconv._kernels.cpu_dispatch cimport active_isa
 from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
 
 cdef extern from "direct_tile.h" nogil:
-    ctypedef void (*fc_tile_f32)(Py_ssize_t, const float * const *, const float * const *, Py_ssize_t,
-                                 float *, Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_tile_f64)(Py_ssize_t, const double * const *, const double * const *, Py_ssize_t,
-                                 double *, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_tile_f32)(Py_ssize_t, const float * const *, Py_ssize_t, Py_ssize_t,
+                                 const float * const *, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_tile_f64)(Py_ssize_t, const double * const *, Py_ssize_t, Py_ssize_t,
+                                 const double * const *, Py_ssize_t, Py_ssize_t, double *, Py_ssize_t) noexcept nogil
     fc_tile_f32 fc_tile_for_f32(int isa)
     fc_tile_f64 fc_tile_for_f64(int isa)
     int fc_tile_pixels(int isa)
@@ -26,8 +26,8 @@ cdef enum:
     PIXEL_BLOCK = 4
     # Input channels per grad-weight work item: keeps the owned (block, K) slice of the gradient in cache.
     GRAD_WEIGHT_CHANNEL_BLOCK = 16
-    # Bytes of packed weights one pass of the tiled forward kernel streams per row: sized to stay in L1.
-    L1_WEIGHT_BYTES = 16384
+    # Bytes of packed weights one pass of the tiled forward kernel streams per row: sized to stay in cache.
+    WEIGHT_BLOCK_BYTES = 98304
 
 
 cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
@@ -77,12 +77,13 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
                     wo = wo_end
 
 
-cdef inline void run_tile(Py_ssize_t n_taps, const floating** xptrs, const floating** wptrs, Py_ssize_t cg,
+cdef inline void run_tile(Py_ssize_t n_taps, const floating** a, Py_ssize_t a_off, Py_ssize_t a_step,
+                          const floating** b, Py_ssize_t b_step, Py_ssize_t count,
                           floating* out, Py_ssize_t ldo, int isa) noexcept nogil:
     if floating is float:
-        fc_tile_for_f32(isa)(n_taps, xptrs, wptrs, cg, out, ldo)
+        fc_tile_for_f32(isa)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
     else:
-        fc_tile_for_f64(isa)(n_taps, xptrs, wptrs, cg, out, ldo)
+        fc_tile_for_f64(isa)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
 
 
 cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
@@ -90,78 +91,217 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                     const floating* bias,
                                     const floating* zeros,
                                     floating[:, :, :, ::1] out,
-                                    ConvGeometry geom, int n_threads) noexcept nogil:
-    # Per output row and block of output channels, the row is accumulated in a small per-thread buffer: input
-    # channels in blocks whose weights stay in L1 (outer), then tiles of pixels along the row (inner).
+                                    ConvGeometry geom, Py_ssize_t unit_tiles, int n_threads) noexcept nogil:
+    # Output pixels, flattened over (n, ho, wo), are cut into tiles of WB (rows of the register tile may belong
+    # to different output rows or images, so no lanes idle at row ends) and tiles into units. Work item = (unit,
+    # group, block of output channels). Per item: the input pointers of every (tile, tap) are laid out once;
+    # the unit's outputs are accumulated in a small per-thread buffer, input channels in blocks whose packed
+    # weights stay in cache (outer), tiles inner. A tap that no pixel of a tile can reach is skipped; a pixel
+    # whose tap falls in the padding reads zeros.
     cdef int isa = active_isa()
     cdef Py_ssize_t WB = fc_tile_pixels(isa), KB = fc_tile_lanes(isa, sizeof(floating))
     cdef Py_ssize_t K = geom.out_c, Cg = geom.in_c // geom.groups, Kg = K // geom.groups
     cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
+    cdef Py_ssize_t n_pixels = geom.batch * Ho * Wo
+    cdef Py_ssize_t unit_pixels = unit_tiles * WB
+    cdef Py_ssize_t n_units = (n_pixels + unit_pixels - 1) // unit_pixels
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
+    cdef Py_ssize_t n_items = n_units * geom.groups * n_kblocks
     cdef Py_ssize_t block_size = R * S * Cg * KB
-    cdef Py_ssize_t row_tiles = (Wo + WB - 1) // WB
-    cdef Py_ssize_t cblock = L1_WEIGHT_BYTES // (R * S * KB * sizeof(floating))
+    cdef Py_ssize_t tile_ptrs = R * S * WB
+    cdef Py_ssize_t cblock = WEIGHT_BLOCK_BYTES // (R * S * KB * sizeof(floating))
     cdef const floating* packed = &packed_weight[0]
-    cdef Py_ssize_t row, n, ho, g, kb, k0, kw, cb, c0, nc, tile, wo0, nw, r, s, j, k, ih, iw, n_taps
+    cdef floating* out_flat = &out[0, 0, 0, 0]
+    cdef Py_ssize_t item, unit, g, kb, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
+    cdef Py_ssize_t ih, iw, taps, tile_count
+    cdef bint reachable
     cdef const floating* wblock
     cdef const floating** xptrs
     cdef const floating** wptrs
-    cdef floating* rowbuf
+    cdef Py_ssize_t* tap_offsets
+    cdef Py_ssize_t* n_taps
+    cdef Py_ssize_t* pix_n
+    cdef Py_ssize_t* pix_h
+    cdef Py_ssize_t* pix_w
+    cdef floating* unitbuf
 
     if cblock < 1:
         cblock = 1
-    if cblock > Cg:
-        cblock = Cg
+    # Equal blocks: 512 channels in blocks of at most 170 become 4 x 128, not 3 x 170 + 2.
+    cblock = (Cg + ((Cg + cblock - 1) // cblock) - 1) // ((Cg + cblock - 1) // cblock)
     with parallel(num_threads=n_threads):
-        xptrs = <const floating**> malloc(R * S * WB * sizeof(floating*))
+        xptrs = <const floating**> malloc(unit_tiles * tile_ptrs * sizeof(floating*))
         wptrs = <const floating**> malloc(R * S * sizeof(floating*))
-        rowbuf = <floating*> malloc(row_tiles * WB * KB * sizeof(floating))
-        for row in prange(geom.batch * Ho, schedule="static"):
-            n = row // Ho
-            ho = row - n * Ho
-            for g in range(geom.groups):
-                for kb in range(n_kblocks):
-                    k0 = g * Kg + kb * KB
-                    kw = Kg - kb * KB
-                    if kw > KB:
-                        kw = KB
-                    wblock = packed + (g * n_kblocks + kb) * block_size
-                    for j in range(row_tiles * WB):
-                        for k in range(KB):
-                            rowbuf[j * KB + k] = bias[k0 + k] if (bias != NULL and k < kw) else 0
-                    for cb in range((Cg + cblock - 1) // cblock):
-                        c0 = cb * cblock
-                        nc = Cg - c0
-                        if nc > cblock:
-                            nc = cblock
-                        for tile in range(row_tiles):
-                            wo0 = tile * WB
-                            nw = Wo - wo0
-                            if nw > WB:
-                                nw = WB
-                            # Taps inside the input rows; a pixel whose tap falls in the side padding (or past
-                            # the row's end) reads zeros.
-                            n_taps = 0
-                            for r in range(R):
-                                ih = ho * geom.stride_h - geom.pad_top + r * geom.dilation_h
-                                if ih < 0 or ih >= geom.in_h:
-                                    continue
-                                for s in range(S):
-                                    wptrs[n_taps] = wblock + ((r * S + s) * Cg + c0) * KB
-                                    for j in range(WB):
-                                        iw = (wo0 + j) * geom.stride_w - geom.pad_left + s * geom.dilation_w
-                                        if j < nw and 0 <= iw < geom.in_w:
-                                            xptrs[n_taps * WB + j] = &x[n, ih, iw, g * Cg + c0]
-                                        else:
-                                            xptrs[n_taps * WB + j] = zeros
-                                    n_taps = n_taps + 1
-                            run_tile(n_taps, xptrs, wptrs, nc, rowbuf + wo0 * KB, KB, isa)
-                    for j in range(Wo):
-                        for k in range(kw):
-                            out[n, ho, j, k0 + k] = rowbuf[j * KB + k]
+        tap_offsets = <Py_ssize_t*> malloc(unit_tiles * R * S * sizeof(Py_ssize_t))
+        n_taps = <Py_ssize_t*> malloc(unit_tiles * sizeof(Py_ssize_t))
+        pix_n = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
+        pix_h = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
+        pix_w = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
+        unitbuf = <floating*> malloc(unit_pixels * KB * sizeof(floating))
+        for item in prange(n_items, schedule="static"):
+            kb = item % n_kblocks
+            g = (item // n_kblocks) % geom.groups
+            unit = item // (n_kblocks * geom.groups)
+            p0 = unit * unit_pixels
+            p1 = p0 + unit_pixels
+            if p1 > n_pixels:
+                p1 = n_pixels
+            tile_count = (p1 - p0 + WB - 1) // WB
+            for tile in range(tile_count):
+                for j in range(WB):
+                    p = p0 + tile * WB + j
+                    if p < p1:
+                        n = p // (Ho * Wo)
+                        rem = p - n * Ho * Wo
+                        ho = rem // Wo
+                        wo = rem - ho * Wo
+                        pix_n[j] = n
+                        pix_h[j] = ho * geom.stride_h - geom.pad_top
+                        pix_w[j] = wo * geom.stride_w - geom.pad_left
+                    else:
+                        pix_n[j] = -1
+                taps = 0
+                for r in range(R):
+                    reachable = False
+                    for j in range(WB):
+                        ih = pix_h[j] + r * geom.dilation_h
+                        if pix_n[j] >= 0 and 0 <= ih < geom.in_h:
+                            reachable = True
+                    if not reachable:
+                        continue
+                    for s in range(S):
+                        tap_offsets[tile * R * S + taps] = (r * S + s) * Cg * KB
+                        for j in range(WB):
+                            ih = pix_h[j] + r * geom.dilation_h
+                            iw = pix_w[j] + s * geom.dilation_w
+                            if pix_n[j] >= 0 and 0 <= ih < geom.in_h and 0 <= iw < geom.in_w:
+                                xptrs[tile * tile_ptrs + taps * WB + j] = &x[pix_n[j], ih, iw, g * Cg]
+                            else:
+                                xptrs[tile * tile_ptrs + taps * WB + j] = zeros
+                        taps = taps + 1
+                n_taps[tile] = taps
+            k0 = g * Kg + kb * KB
+            kw = Kg - kb * KB
+            if kw > KB:
+                kw = KB
+            wblock = packed + (g * n_kblocks + kb) * block_size
+            for j in range(tile_count * WB):
+                for k in range(KB):
+                    unitbuf[j * KB + k] = bias[k0 + k] if (bias != NULL and k < kw) else 0
+            for cb in range((Cg + cblock - 1) // cblock):
+                c0 = cb * cblock
+                nc = Cg - c0
+                if nc > cblock:
+                    nc = cblock
+                for tile in range(tile_count):
+                    for t in range(n_taps[tile]):
+                        wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * KB
+                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB, nc,
+                             unitbuf + tile * WB * KB, KB, isa)
+            for p in range(p0, p1):
+                for k in range(kw):
+                    out_flat[p * K + k0 + k] = unitbuf[(p - p0) * KB + k]
         free(xptrs)
         free(wptrs)
-        free(rowbuf)
+        free(tap_offsets)
+        free(n_taps)
+        free(pix_n)
+        free(pix_h)
+        free(pix_w)
+        free(unitbuf)
+
+
+cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
+                                        const floating[:, :, :, ::1] x,
+                                        floating[:, :, :, ::1] grad_weight,
+                                        ConvGeometry geom, Py_ssize_t chunk_rows, int n_threads) noexcept nogil:
+    # Work item = (group, tap, tile of input channels, block of output channels): it owns that tile of the
+    # gradient, accumulated in registers over every output pixel of a chunk of output rows. Chunks (sized to stay
+    # in cache) run one after another, so each element sums in the same order whatever the thread count.
+    # grad_out's channel axis is padded to whole blocks of lanes per group (groups * k_blocks * lanes).
+    cdef int isa = active_isa()
+    cdef Py_ssize_t WB = fc_tile_pixels(isa), KB = fc_tile_lanes(isa, sizeof(floating))
+    cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
+    cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h
+    cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
+    cdef Py_ssize_t K_padded = grad_out.shape[3]
+    cdef Py_ssize_t n_ctiles = (Cg + WB - 1) // WB
+    cdef Py_ssize_t n_items = geom.groups * R * S * n_ctiles * n_kblocks
+    cdef Py_ssize_t n_rows = geom.batch * Ho
+    cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
+    cdef Py_ssize_t chunk, item, rest, g, r, s, ct, kb, c0, nc, k0, kw, j, k, row, row0, row1, n, ho, ih
+    cdef Py_ssize_t offset_w, wo_lo, wo_hi, n_taps, c_src
+    cdef bint full
+    cdef const floating** aptrs
+    cdef const floating** bptrs
+    cdef floating* scratch
+    cdef floating* dst
+    cdef Py_ssize_t ldo
+
+    with parallel(num_threads=n_threads):
+        aptrs = <const floating**> malloc(chunk_rows * WB * sizeof(floating*))
+        bptrs = <const floating**> malloc(chunk_rows * sizeof(floating*))
+        scratch = <floating*> malloc(WB * KB * sizeof(floating))
+        for chunk in range(n_chunks):
+            row0 = chunk * chunk_rows
+            row1 = row0 + chunk_rows
+            if row1 > n_rows:
+                row1 = n_rows
+            for item in prange(n_items, schedule="static"):
+                kb = item % n_kblocks
+                rest = item // n_kblocks
+                ct = rest % n_ctiles
+                rest = rest // n_ctiles
+                s = rest % S
+                rest = rest // S
+                r = rest % R
+                g = rest // R
+                c0 = ct * WB
+                nc = Cg - c0
+                if nc > WB:
+                    nc = WB
+                k0 = g * Kg + kb * KB
+                kw = Kg - kb * KB
+                if kw > KB:
+                    kw = KB
+                offset_w = s * geom.dilation_w - geom.pad_left
+                wo_lo = first_valid(offset_w, geom.stride_w)
+                wo_hi = end_valid(offset_w, geom.stride_w, geom.in_w, geom.out_w)
+                if wo_hi <= wo_lo:
+                    continue
+                n_taps = 0
+                for row in range(row0, row1):
+                    n = row // Ho
+                    ho = row - n * Ho
+                    ih = ho * geom.stride_h - geom.pad_top + r * geom.dilation_h
+                    if ih < 0 or ih >= geom.in_h:
+                        continue
+                    for j in range(WB):
+                        # Rows past the group's last channel repeat a real one; their results are discarded.
+                        c_src = c0 + j if j < nc else c0
+                        aptrs[n_taps * WB + j] = &x[n, ih, wo_lo * geom.stride_w + offset_w, g * Cg + c_src]
+                    bptrs[n_taps] = &grad_out[n, ho, wo_lo, (g * n_kblocks + kb) * KB]
+                    n_taps = n_taps + 1
+                if n_taps == 0:
+                    continue
+                full = nc == WB and kw == KB
+                if full:
+                    dst = &grad_weight[r, s, c0, k0]
+                    ldo = K
+                else:
+                    for j in range(WB):
+                        for k in range(KB):
+                            scratch[j * KB + k] = grad_weight[r, s, c0 + j, k0 + k] if (j < nc and k < kw) else 0
+                    dst = scratch
+                    ldo = KB
+                run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst, ldo, isa)
+                if not full:
+                    for j in range(nc):
+                        for k in range(kw):
+                            grad_weight[r, s, c0 + j, k0 + k] = scratch[j * KB + k]
+        free(aptrs)
+        free(bptrs)
+        free(scratch)
 
 
 cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
@@ -268,7 +408,8 @@ def tile_shape(itemsize):
 
 
 def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,
-                       const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom, int n_threads):
+                       const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom,
+                       Py_ssize_t unit_tiles, int n_threads):
     """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout);
     zeros: at least C/groups zeros."""
     cdef const floating[::1] bias_view
@@ -277,7 +418,16 @@ def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packe
         bias_view = bias
         bias_ptr = &bias_view[0]
     with nogil:
-        conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, n_threads)
+        conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, n_threads)
+
+
+def grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out_padded, const floating[:, :, :, ::1] x,
+                           floating[:, :, :, ::1] grad_weight, ConvGeometry geom, Py_ssize_t chunk_rows,
+                           int n_threads):
+    """grad_out_padded: (N, Ho, Wo, groups * k_blocks * lanes), each group's channels zero-padded to whole blocks;
+    grad_weight: HWIO, zero-filled (the kernel accumulates into it)."""
+    with nogil:
+        conv2d_grad_weight_nhwc_tiled(grad_out_padded, x, grad_weight, geom, chunk_rows, n_threads)
 
 
 def grad_input_nhwc(const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] weight_t,

@@ -7,8 +7,10 @@
 #include <stddef.h>
 
 typedef ptrdiff_t fc_index;
-typedef void (*fc_tile_f32)(fc_index, const float *const *, const float *const *, fc_index, float *, fc_index);
-typedef void (*fc_tile_f64)(fc_index, const double *const *, const double *const *, fc_index, double *, fc_index);
+typedef void (*fc_tile_f32)(fc_index, const float *const *, fc_index, fc_index, const float *const *, fc_index,
+                            fc_index, float *, fc_index);
+typedef void (*fc_tile_f64)(fc_index, const double *const *, fc_index, fc_index, const double *const *, fc_index,
+                            fc_index, double *, fc_index);
 
 #define FC_CAT_(a, b) a##_##b
 #define FC_CAT(a, b) FC_CAT_(a, b)

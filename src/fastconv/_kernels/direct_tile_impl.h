@@ -1,26 +1,27 @@
-/* One register tile of the direct NHWC convolution, instantiated once per (dtype, instruction set) by
+/* One register tile of the direct convolution kernels, instantiated once per (dtype, instruction set) by
  * direct_tile.h. Parameters (macros): FC_T element type, FC_NAME function name, FC_VBYTES vector bytes,
- * FC_WB output pixels per tile, FC_ATTR target attribute.
+ * FC_WB rows of the tile, FC_ATTR target attribute.
  *
- * The tile is FC_WB output pixels x 2 vectors of output channels, held in registers for the whole reduction
- * over taps (r, s) and input channels: each weight vector is loaded once and used FC_WB times, each input value
- * is broadcast once and used for both vectors.
+ * The tile is FC_WB rows x 2 vectors (2*VL lanes), held in registers for the whole reduction: each vector of
+ * the second operand is loaded once and used FC_WB times, each scalar of the first is broadcast once and used
+ * for both vectors.
  *
- *   out[j, 0:2*VL] += sum_t sum_c xptrs[t*FC_WB + j][c] * wptrs[t][c*2*VL : (c+1)*2*VL]
+ *   out[j, 0:2*VL] += sum_{t < n_taps} sum_{i < count} a[t*FC_WB + j][a_off + i*a_step] * b[t][i*b_step + (0:2*VL)]
  *
- * xptrs holds, per tap and pixel, the first input channel of that pixel's group (or a row of zeros where the
- * tap falls into padding); wptrs holds per tap the packed weights [cg][2*VL]. out rows are ldo apart. */
+ * Forward: rows j are output pixels, a = the pixels' input channels (a_step 1), b = packed weights.
+ * Weight gradient: rows j are input channels, a = input pixels (a_step = pixel stride), b = output gradient
+ * pixels. out rows are ldo apart; a pointer may point at zeros to stand for padding. */
 
 typedef FC_T FC_CAT(FC_NAME, vec) __attribute__((vector_size(FC_VBYTES), aligned(sizeof(FC_T)), __may_alias__));
 
-FC_ATTR static void FC_NAME(fc_index n_taps, const FC_T *const *xptrs, const FC_T *const *wptrs, fc_index cg,
-                            FC_T *out, fc_index ldo)
+FC_ATTR static void FC_NAME(fc_index n_taps, const FC_T *const *a, fc_index a_off, fc_index a_step,
+                            const FC_T *const *b, fc_index b_step, fc_index count, FC_T *out, fc_index ldo)
 {
     typedef FC_CAT(FC_NAME, vec) vec;
     enum { VL = FC_VBYTES / sizeof(FC_T) };
     vec acc0[FC_WB], acc1[FC_WB];
     const FC_T *x[FC_WB];
-    fc_index t, c;
+    fc_index t, i, xi;
     int j;
 
 #pragma GCC unroll 16
@@ -29,20 +30,22 @@ FC_ATTR static void FC_NAME(fc_index n_taps, const FC_T *const *xptrs, const FC_
         acc1[j] = *(const vec *)(out + j * ldo + VL);
     }
     for (t = 0; t < n_taps; t++) {
-        const FC_T *w = wptrs[t];
+        const FC_T *w = b[t];
 #pragma GCC unroll 16
         for (j = 0; j < FC_WB; j++)
-            x[j] = xptrs[t * FC_WB + j];
-        for (c = 0; c < cg; c++) {
+            x[j] = a[t * FC_WB + j] + a_off;
+        xi = 0;
+        for (i = 0; i < count; i++) {
             vec w0 = *(const vec *)(w);
             vec w1 = *(const vec *)(w + VL);
-            w += 2 * VL;
+            w += b_step;
 #pragma GCC unroll 16
             for (j = 0; j < FC_WB; j++) {
-                FC_T xv = x[j][c];
+                FC_T xv = x[j][xi];
                 acc0[j] += xv * w0;
                 acc1[j] += xv * w1;
             }
+            xi += a_step;
         }
     }
 #pragma GCC unroll 16
