@@ -373,12 +373,13 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
                          f"{idx.shape}")
     dtype = _common_dtype({"grad_output": go})
     plane = problem.in_h * problem.in_w
-    if idx.size and (idx.min() < 0 or idx.max() >= plane):
+    idx64 = np.ascontiguousarray(idx, dtype=np.int64)
+    n_threads = get_num_threads()
+    if not pooling.indices_in_range(idx64.reshape(-1), plane, n_threads):
         raise ValueError(f"indices must lie in [0, {plane}) (flat positions in a {problem.in_h}x{problem.in_w} "
                          f"plane); received indices from {idx.min()} to {idx.max()}")
     result = np.empty(input_shape, dtype=dtype)
     if result.size == 0:
         return result
-    pooling.backward(check.contiguous(go, dtype), np.ascontiguousarray(idx, dtype=np.int64), result,
-                     channels_last, get_num_threads())
+    pooling.backward(check.contiguous(go, dtype), idx64, result, channels_last, n_threads)
     return result

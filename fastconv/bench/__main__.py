@@ -38,8 +38,8 @@ def main(argv=None):
     min_seconds = 0.0 if args.quick else 1.0
 
     cfg = fastconv.show_config()
-    sgemm = machine.sgemm_gflops()
-    copy_bw = machine.copy_gbytes()
+    sgemm = machine.sgemm_gflops(n=1024 if args.quick else 2048)
+    copy_bw = machine.copy_gbytes(megabytes=64 if args.quick else 256)
     print(f"\nthreads={threads}  sgemm={sgemm:.1f} GFLOP/s  copy={copy_bw:.1f} GB/s (read+write)\n", flush=True)
     conv = run.conv_rows([by_name[n] for n in names], ops, threads, rounds, min_seconds)
     print(report.conv_table(conv, sgemm), flush=True)

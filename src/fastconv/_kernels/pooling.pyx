@@ -13,7 +13,7 @@ from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
 
 cdef enum:
     # Channels per backward work item in NHWC: enough items for all threads even at batch 1.
-    BACKWARD_CHANNEL_BLOCK = 16
+    BACKWARD_CHANNEL_BLOCK = 64
 
 
 cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
@@ -23,7 +23,8 @@ cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t C = geom.in_c, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t row, n, ho, wo, c, ih, iw, ih0, ih1, iw0, iw1
     cdef int64_t flat, first
-    cdef floating v
+    cdef floating v, best
+    cdef bint take
     cdef floating* op
     cdef int64_t* ip
     cdef const floating* xp
@@ -47,14 +48,15 @@ cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
             op = &out[n, ho, wo, 0]
             for c in range(C):
                 op[c] = -INFINITY
+            # Branch-free selects (no conditional stores) so that the channel loops vectorise.
             if indices == NULL:
                 for ih in range(ih0, ih1):
                     for iw in range(iw0, iw1):
                         xp = &x[n, ih, iw, 0]
                         for c in range(C):
                             v = xp[c]
-                            if v > op[c] or v != v:
-                                op[c] = v
+                            best = op[c]
+                            op[c] = v if (v > best or v != v) else best
             else:
                 ip = indices + ((n * Ho + ho) * Wo + wo) * C
                 first = ih0 * geom.in_w + iw0
@@ -66,9 +68,10 @@ cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
                         flat = ih * geom.in_w + iw
                         for c in range(C):
                             v = xp[c]
-                            if v > op[c] or v != v:
-                                op[c] = v
-                                ip[c] = flat
+                            best = op[c]
+                            take = v > best or v != v
+                            op[c] = v if take else best
+                            ip[c] = flat if take else ip[c]
 
 
 cdef void max_pool2d_forward_nchw(const floating[:, :, :, ::1] x,
@@ -189,3 +192,17 @@ def backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] 
             max_pool2d_backward_nhwc(grad_out, indices, grad_in, n_threads)
         else:
             max_pool2d_backward_nchw(grad_out, indices, grad_in, n_threads)
+
+
+def indices_in_range(const int64_t[::1] flat_indices, int64_t limit, int n_threads):
+    """True when every index lies in [0, limit): the check max_pool2d_grad's wrapper makes before the scatter,
+    done in one parallel pass instead of NumPy's separate min and max."""
+    cdef Py_ssize_t i, n = flat_indices.shape[0]
+    cdef Py_ssize_t bad = 0
+    cdef int64_t v
+    with nogil:
+        for i in prange(n, num_threads=n_threads, schedule="static"):
+            v = flat_indices[i]
+            if v < 0 or v >= limit:
+                bad += 1
+    return bad == 0
