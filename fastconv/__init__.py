@@ -5,6 +5,9 @@
 >>> w = np.random.default_rng(1).standard_normal((3, 3, 3, 16)).astype(np.float32)    # HWIO
 >>> fastconv.max_pool2d(fastconv.conv2d(x, w, padding="same"), 2).shape
 (2, 16, 16, 16)
+
+The Keras-style layer and model API sits on top (``fastconv.Sequential``, ``fastconv.layers``,
+``fastconv.load_model``); ``fastconv demo`` trains a small MNIST convnet with it.
 """
 from fastconv._config import show_config
 from fastconv._threads import get_num_threads, set_num_threads
@@ -17,6 +20,9 @@ from fastconv.functional import (
     max_pool2d,
     max_pool2d_grad,
 )
+# The Keras-style API (pure Python over the functional API; optional dependencies load inside functions).
+from fastconv import activations, callbacks, initializers, layers, losses, metrics, optimizers, utils
+from fastconv.models import Sequential, load_model
 
 __all__ = [
     "__version__",
@@ -29,4 +35,15 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "Sequential",
+    "load_model",
+    "layers",
+    "models",
+    "losses",
+    "metrics",
+    "optimizers",
+    "callbacks",
+    "activations",
+    "initializers",
+    "utils",
 ]

@@ -77,6 +77,7 @@ def _scipy_blas_libraries():
     import os
 
     import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS library before it is looked for)
     from threadpoolctl import ThreadpoolController
 
     blas = ThreadpoolController().select(user_api="blas")

@@ -8,13 +8,20 @@ import numpy as np
 
 from fastconv import _layout, _planning
 from fastconv import _validation as check
-from fastconv._kernels import conv_direct, conv_im2col, pooling
+from fastconv._kernels import conv_direct, pooling
 from fastconv._problem import conv_problem, pool_problem
 from fastconv._threads import blas_single_threaded, get_num_threads
 
 __all__ = [
     "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "max_pool2d", "max_pool2d_grad",
 ]
+
+
+def _im2col():
+    """The im2col kernels, imported on first use: they pull in SciPy's BLAS, the slowest part of an import."""
+    from fastconv._kernels import conv_im2col
+
+    return conv_im2col
 
 
 def _common_dtype(named_arrays):
@@ -115,7 +122,7 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
     tile = _planning.column_tile(rsc * dtype.itemsize, pixels)
     cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * rsc, dtype)
     with blas_single_threaded():
-        conv_im2col.forward(xc, wc, bc, result, cols, problem.geometry, tile, channels_last, n_threads)
+        _im2col().forward(xc, wc, bc, result, cols, problem.geometry, tile, channels_last, n_threads)
     return result
 
 
@@ -192,7 +199,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     tile = _planning.column_tile(rsc * dtype.itemsize, problem.out_h * problem.out_w)
     cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * rsc, dtype)
     with blas_single_threaded():
-        conv_im2col.grad_input(goc, wc, result, cols, problem.geometry, tile, channels_last, n_threads)
+        _im2col().grad_input(goc, wc, result, cols, problem.geometry, tile, channels_last, n_threads)
     return result
 
 
@@ -260,7 +267,7 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
     cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * cblock, dtype)
     result = np.empty((r, s, cg, k) if channels_last else (r, s, k, cg), dtype=dtype)
     with blas_single_threaded():
-        conv_im2col.grad_weight(goc, xc, result, cols, problem.geometry, tile, cblock, channels_last, n_threads)
+        _im2col().grad_weight(goc, xc, result, cols, problem.geometry, tile, cblock, channels_last, n_threads)
     return result if channels_last else np.ascontiguousarray(result.transpose(2, 3, 0, 1))
 
 

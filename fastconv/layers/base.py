@@ -1,0 +1,313 @@
+"""The layer contract every fastconv layer follows, and the ``Input`` placeholder.
+
+A layer holds weights (:class:`Variable` objects) and runs its numerics through fastconv's functional API;
+it never calls a kernel directly.
+
+The contract
+------------
+``build(input_shape)``
+    Creates the weights from the input shape (batch axis included, as ``None`` or an int). ``__call__`` builds
+    on first use; ``Sequential`` builds every layer as soon as it knows the input shape.
+``call(x, training=False) -> y``
+    The forward pass on a batch. With ``training=True`` the layer keeps what its backward pass needs (the input,
+    the pooling indices, the dropout mask ...) until the next forward call; with ``training=False`` it keeps
+    nothing and dropout is the identity.
+``backward(grad_output, need_input_grad=True) -> (grad_input, weight_grads)``
+    After a ``training=True`` forward: the gradient of the loss with respect to the layer's input (``None`` when
+    ``need_input_grad`` is False, which the model passes to the first layer with weights, saving its most
+    expensive product) and a list of gradients, one per entry of :attr:`trainable_weights`, in that order. A
+    frozen layer (``trainable=False``) has no trainable weights, so computes no weight gradients at all.
+
+Layers whose output goes through an activation (``Dense``, ``Conv2D``, ``Activation``, ``ReLU``, ``Softmax``) also
+keep their pre-activation output (:attr:`ActivationMixin.logits`) and offer
+``backward_from_logits(grad_logits, need_input_grad)``, which starts the backward pass below the activation:
+the model uses it to fuse a final sigmoid/softmax with a cross-entropy loss (see fastconv.losses).
+
+Weights are float32 unless the layer is built with ``dtype="float64"`` (used by the gradient checks); input is
+cast to the layer's dtype on the way in, so a uint8 image batch becomes float32 at the first layer.
+"""
+import re
+import threading
+
+import numpy as np
+
+from fastconv import activations
+from fastconv.layers import _arguments as args
+
+__all__ = ["Variable", "Layer", "InputLayer", "Input", "ActivationMixin"]
+
+_name_lock = threading.Lock()
+_name_counts = {}
+
+
+def _snake_case(name):
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(base):
+    """Keras's automatic layer names: ``conv2d``, then ``conv2d_1``, ``conv2d_2`` ... within this process."""
+    with _name_lock:
+        count = _name_counts.get(base, 0)
+        _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def format_shape(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class Variable:
+    """A layer weight: a NumPy array with a name, a path (``"layer_name/weight_name"``) and a trainable flag.
+
+    The optimizer updates :attr:`value` in place; :meth:`numpy` returns a copy.
+    """
+
+    __slots__ = ("value", "name", "path", "trainable")
+
+    def __init__(self, value, name, path, trainable=True):
+        self.value = np.ascontiguousarray(value)
+        self.name = name
+        self.path = path
+        self.trainable = bool(trainable)
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    def numpy(self):
+        return self.value.copy()
+
+    def assign(self, value):
+        """Copy ``value`` (same shape, any real dtype) into the variable."""
+        array = np.asarray(value)
+        if array.shape != self.value.shape:
+            raise ValueError(f"weight {self.path!r} has shape {self.value.shape}; received value with shape "
+                             f"{array.shape}")
+        if array.dtype.kind not in "fiub":
+            raise TypeError(f"weight {self.path!r} takes real numbers; received value with dtype {array.dtype}")
+        np.copyto(self.value, array, casting="unsafe")
+
+    def __repr__(self):
+        return f"<Variable {self.path!r} shape={self.value.shape} dtype={self.value.dtype}>"
+
+
+class Layer:
+    """Base class of fastconv layers.
+
+    Parameters
+    ----------
+    trainable : bool
+        False freezes the layer: its weights get no gradients and the optimizer never changes them.
+    name : str, optional
+        Unique within a model; by default the class name in snake case, numbered (``conv2d_1``).
+    dtype : {"float32", "float64"}, optional
+        Weights and computation dtype; float32 by default.
+    input_shape : tuple of ints, optional
+        Shape of one sample (no batch axis); only meaningful on the first layer of a ``Sequential``.
+    """
+
+    def __init__(self, *, trainable=True, name=None, dtype=None, input_shape=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments; received {kwargs!r}")
+        if name is None:
+            name = unique_name(_snake_case(type(self).__name__))
+        elif not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"name must be a non-empty str without '/'; received name={name!r}")
+        self.name = name
+        self.trainable = bool(trainable)
+        self.dtype = args.dtype(dtype)
+        self.built = False
+        self.input_shape = None
+        self.output_shape = None
+        self._declared_input_shape = None if input_shape is None else args.shape(input_shape, "input_shape")
+        self._weights = []
+        self._cache = None
+
+    # --- weights -------------------------------------------------------------------------------------------
+    def add_weight(self, name, shape, initializer, trainable=True):
+        """Create, initialise and register a weight; returns its :class:`Variable`."""
+        from fastconv import initializers
+
+        value = initializers.get(initializer)(tuple(shape), dtype=self.dtype)
+        variable = Variable(value.astype(self.dtype, copy=False), name, f"{self.name}/{name}", trainable)
+        self._weights.append(variable)
+        return variable
+
+    @property
+    def weights(self):
+        return list(self._weights)
+
+    @property
+    def trainable_weights(self):
+        return [w for w in self._weights if w.trainable] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        return [w for w in self._weights if not w.trainable] if self.trainable else list(self._weights)
+
+    def get_weights(self):
+        """Copies of the weights, as a list of arrays in creation order (kernel before bias)."""
+        return [w.numpy() for w in self._weights]
+
+    def set_weights(self, weights):
+        """Set the weights from a list of arrays shaped as :meth:`get_weights` returns them."""
+        weights = list(weights)
+        if len(weights) != len(self._weights):
+            raise ValueError(f"layer {self.name!r} has {len(self._weights)} weights; received a list of "
+                             f"{len(weights)} arrays")
+        for variable, value in zip(self._weights, weights):
+            variable.assign(value)
+
+    def count_params(self):
+        return int(sum(w.value.size for w in self._weights))
+
+    # --- shapes and building -------------------------------------------------------------------------------
+    def build(self, input_shape):
+        """Create the weights for inputs of ``input_shape`` (batch axis included). Subclasses call super()."""
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def check_input_shape(self, shape, what="input"):
+        """Raise ValueError if ``shape`` (batch included) does not fit the shape the layer was built for."""
+        expected = self.input_shape
+        if expected is None:
+            return
+        shape = tuple(shape)
+        if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected[1:], shape[1:])):
+            raise ValueError(f"{what} of layer {self.name!r} must have shape {format_shape(expected)}; "
+                             f"received {what} with shape {shape}")
+
+    def _as_input(self, inputs):
+        x = np.asarray(inputs)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"input of layer {self.name!r} must be a real-valued array; received input with "
+                            f"dtype {x.dtype}")
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    def __call__(self, inputs, training=False):
+        """Build on first use, check the input shape, cast to the layer's dtype and run :meth:`call`."""
+        x = self._as_input(inputs)
+        if not self.built:
+            self.build((None,) + x.shape[1:])
+        self.check_input_shape(x.shape)
+        return self.call(x, training=bool(training))
+
+    # --- computation ---------------------------------------------------------------------------------------
+    def call(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, grad_output, need_input_grad=True):
+        raise NotImplementedError
+
+    def _cached(self):
+        if self._cache is None:
+            raise RuntimeError(f"layer {self.name!r}: backward needs a forward call with training=True first")
+        return self._cache
+
+    # --- configuration -------------------------------------------------------------------------------------
+    def get_config(self):
+        """The constructor arguments, JSON-ready: ``type(layer).from_config(layer.get_config())`` is a copy."""
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} built={self.built}>"
+
+
+class ActivationMixin:
+    """Adds an activation to a layer's affine output, with the hooks for a fused loss.
+
+    The layer computes ``logits`` (its output before the activation) and calls :meth:`_activate`; in training
+    mode the logits and the activated output are kept for the backward pass.
+    """
+
+    #: set by a model whose loss reads this layer's logits, so they are kept at inference too
+    _keep_logits = False
+
+    def _activate(self, logits, training):
+        out = self.activation(logits)
+        self._activation_cache = (logits, out) if training or self._keep_logits else None
+        return out
+
+    @property
+    def logits(self):
+        """The pre-activation output of the last ``training=True`` forward call."""
+        if getattr(self, "_activation_cache", None) is None:
+            raise RuntimeError(f"layer {self.name!r}: no logits kept; call it with training=True first")
+        return self._activation_cache[0]
+
+    def _activation_backward(self, grad_output):
+        logits, out = self._activation_cache
+        return self.activation.backward(grad_output, logits, out)
+
+    def backward(self, grad_output, need_input_grad=True):
+        self._cached()
+        return self.backward_from_logits(self._activation_backward(grad_output), need_input_grad)
+
+    def backward_from_logits(self, grad_logits, need_input_grad=True):
+        raise NotImplementedError
+
+
+class InputLayer(Layer):
+    """The input of a model: the shape of one sample (batch axis excluded). Has no weights, computes nothing.
+
+    Use it through :func:`Input` as the first entry of a :class:`fastconv.Sequential`.
+    """
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, name=None, **kwargs):
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        if shape is None:
+            raise ValueError("shape must be given (a tuple of ints, without the batch axis); received shape=None")
+        self.shape = args.shape(shape)
+        self.batch_size = None if batch_size is None else args.integer(batch_size, "batch_size", minimum=1)
+        self.build((self.batch_size,) + self.shape)
+
+    def call(self, x, training=False):
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output, []
+
+    def get_config(self):
+        return {"shape": list(self.shape), "batch_size": self.batch_size, "dtype": self.dtype.name,
+                "name": self.name}
+
+
+def Input(shape, batch_size=None, name=None, dtype=None):
+    """The input of a model: ``Sequential([Input((28, 28, 1)), ...])``.
+
+    Parameters
+    ----------
+    shape : tuple of ints
+        The shape of one sample, without the batch axis (``(28, 28, 1)`` for MNIST in channels_last).
+    batch_size : int, optional
+    name : str, optional
+    dtype : {"float32", "float64"}, optional
+
+    Returns
+    -------
+    InputLayer
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.layers.Input((28, 28, 1)).output_shape
+    (None, 28, 28, 1)
+    """
+    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype)
+
+
+def activation_config(activation):
+    return activations.serialize(activation)

@@ -1,0 +1,215 @@
+"""Saving and loading models in a format that never unpickles.
+
+A fastconv model file is a zip archive (the container ``.npz`` files use) holding
+
+- ``config.json``: the format tag and version, the model's architecture (its layer configs), its compile
+  settings (optimizer, loss, metrics), the optimizer's step count, and the list of arrays stored below;
+- ``weights/<layer>/<weight>.npy``: every weight, in the ``.npy`` format, bit-exact;
+- ``optimizer/<slot>/<layer>/<weight>.npy``: the optimizer's per-weight state (Adam's moments ...).
+
+Loading reads the JSON with :mod:`json` and each array with ``numpy.lib.format.read_array(...,
+allow_pickle=False)``, and only fastconv's own layer, loss, metric and optimizer classes can be named by a config:
+opening a model file can never run code. The archive also opens with ``numpy.load(path, allow_pickle=False)``.
+
+Files are written atomically: into a temporary file in the target's directory, flushed to disk, then moved over
+the target with ``os.replace``; an interrupted save leaves any previous file untouched.
+"""
+import contextlib
+import json
+import os
+import secrets
+import zipfile
+
+import numpy as np
+
+FORMAT = "fastconv.model"
+WEIGHTS_FORMAT = "fastconv.weights"
+FORMAT_VERSION = 1
+
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "atomic_write"]
+
+
+def atomic_write(path, write):
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then move it onto ``path``.
+
+    The temporary file is removed if ``write`` raises; ``path`` is either its old self or complete. It is created
+    with the usual permissions (0o666 less the umask), like a file opened with ``open(path, "wb")``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    while True:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_archive(path, config, arrays, overwrite):
+    path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"filepath exists and overwrite=False; received filepath={path!r}")
+    config = dict(config, arrays=sorted(arrays))
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr("config.json", json.dumps(config, indent=1, allow_nan=False))
+            for name in sorted(arrays):
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+def _read_archive(path, expected_format):
+    path = os.fspath(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ValueError(f"filepath is not a fastconv model file (not a zip archive); received filepath={path!r}") \
+            from None
+    with zf:
+        try:
+            config = json.loads(zf.read("config.json"))
+        except KeyError:
+            raise ValueError(f"filepath is not a fastconv model file (no config.json); received filepath={path!r}") \
+                from None
+        if not isinstance(config, dict) or config.get("format") not in (FORMAT, WEIGHTS_FORMAT):
+            raise ValueError(f"filepath is not a fastconv model file; received filepath={path!r}")
+        if config.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"filepath was written by a newer fastconv (format version "
+                             f"{config.get('format_version')}); received filepath={path!r}")
+        if expected_format == FORMAT and config["format"] != FORMAT:
+            raise ValueError(f"filepath holds weights only (use model.load_weights); received filepath={path!r}")
+        arrays = {}
+        for name in config.get("arrays", []):
+            with zf.open(name + ".npy") as member:
+                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return config, arrays
+
+
+def _weight_arrays(model):
+    return {f"weights/{w.path}": w.value for w in model.weights}
+
+
+def _weight_order(model):
+    return [w.path for w in model.weights]
+
+
+def _assign_weights(model, arrays, path):
+    for w in model.weights:
+        key = f"weights/{w.path}"
+        if key not in arrays:
+            raise ValueError(f"filepath has no value for weight {w.path!r}; received filepath={os.fspath(path)!r}")
+        value = arrays[key]
+        if value.shape != w.shape:
+            raise ValueError(f"weight {w.path!r} has shape {w.shape} but the file holds shape {value.shape}; "
+                             f"received filepath={os.fspath(path)!r}")
+        w.assign(value)
+
+
+def save_model(model, filepath, overwrite=True, include_optimizer=True):
+    """Save architecture, weights, compile settings and optimizer state to one file (see the module notes)."""
+    from fastconv import __version__
+
+    if not model.built:
+        raise ValueError(f"model {model.name!r} must be built before it is saved: give it an Input or call it on "
+                         f"data first")
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastconv_version": __version__,
+              "model": {"class_name": type(model).__name__, "config": model.get_config()},
+              "compile": model.get_compile_config() if include_optimizer else None,
+              "weights": _weight_order(model)}
+    arrays = _weight_arrays(model)
+    if include_optimizer and model.optimizer is not None:
+        state = model.optimizer.get_state()
+        config["optimizer_iterations"] = state["iterations"]
+        for slot, table in state["slots"].items():
+            for var_path, value in table.items():
+                arrays[f"optimizer/{slot}/{var_path}"] = value
+    _write_archive(filepath, config, arrays, overwrite)
+
+
+def load_model(filepath, compile=True):
+    """Load a model saved by ``model.save``: the same architecture, weights bit for bit, and (with
+    ``compile=True``) the same optimizer, loss, metrics and optimizer state, so training resumes exactly.
+
+    Parameters
+    ----------
+    filepath : str or os.PathLike
+    compile : bool
+        Restore the compile settings and optimizer state (when the file has them).
+
+    Returns
+    -------
+    fastconv.Sequential
+
+    Raises
+    ------
+    ValueError
+        If the file is not a fastconv model file or does not match its own architecture.
+    """
+    from fastconv import losses, metrics, optimizers
+    from fastconv.models.sequential import Sequential
+
+    config, arrays = _read_archive(filepath, FORMAT)
+    model_config = config["model"]
+    if model_config.get("class_name") != "Sequential":
+        raise ValueError(f"filepath holds an unknown model class {model_config.get('class_name')!r}; received "
+                         f"filepath={os.fspath(filepath)!r}")
+    model = Sequential.from_config(model_config["config"])
+    _assign_weights(model, arrays, filepath)
+    compile_config = config.get("compile")
+    if compile and compile_config:
+        optimizer = optimizers.deserialize(compile_config["optimizer"])
+        model.compile(optimizer=optimizer, loss=losses.get(compile_config["loss"]),
+                      metrics=[metrics.deserialize(m) for m in compile_config.get("metrics") or []])
+        slots = {}
+        for name, value in arrays.items():
+            if name.startswith("optimizer/"):
+                _, slot, var_path = name.split("/", 2)
+                slots.setdefault(slot, {})[var_path] = value
+        optimizer.set_state({"iterations": config.get("optimizer_iterations", 0), "slots": slots})
+    return model
+
+
+def save_weights(model, filepath, overwrite=True):
+    """Save the weights only (same container, no architecture, no optimizer state)."""
+    from fastconv import __version__
+
+    if not model.built:
+        raise ValueError(f"model {model.name!r} must be built before its weights are saved")
+    config = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "fastconv_version": __version__,
+              "weights": _weight_order(model)}
+    _write_archive(filepath, config, _weight_arrays(model), overwrite)
+
+
+def load_weights(model, filepath):
+    """Load weights saved by :func:`save_weights` (or :func:`save_model`) into a built model of the same
+    architecture. Weights are matched by position (layer order, then kernel before bias), as Keras does, so the
+    layer names may differ; every shape must match."""
+    config, arrays = _read_archive(filepath, WEIGHTS_FORMAT)
+    if not model.built:
+        raise ValueError(f"model {model.name!r} must be built before weights are loaded into it")
+    order = config.get("weights", [])
+    variables = model.weights
+    if len(order) != len(variables):
+        raise ValueError(f"model {model.name!r} has {len(variables)} weights but the file holds {len(order)}; "
+                         f"received filepath={os.fspath(filepath)!r}")
+    values = [arrays[f"weights/{path}"] for path in order]
+    for variable, value, path in zip(variables, values, order):
+        if value.shape != variable.shape:
+            raise ValueError(f"weight {variable.path!r} has shape {variable.shape} but the file's weight {path!r} "
+                             f"has shape {value.shape}; received filepath={os.fspath(filepath)!r}")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
