@@ -15,7 +15,7 @@ import warnings
 
 import numpy
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 KERNEL_MODULES = ["openmp_helpers", "cpu_dispatch", "blas", "conv_direct", "conv_im2col", "pooling"]
@@ -102,7 +102,7 @@ def kernel_extensions():
 
 
 setup(
-    packages=["fastconv", "fastconv._kernels"],
+    packages=find_packages(include=["fastconv", "fastconv.*"]) + ["fastconv._kernels"],
     package_dir={"fastconv": "fastconv", "fastconv._kernels": KERNEL_DIR},
     package_data={"fastconv._kernels": ["*.pxd", "*.pyx", "*.h"]},
     ext_modules=kernel_extensions(),

@@ -388,5 +388,5 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
     result = np.empty(input_shape, dtype=dtype)
     if result.size == 0:
         return result
-    pooling.backward(check.contiguous(go, dtype), idx64, result, channels_last, n_threads)
+    pooling.backward(check.contiguous(go, dtype), idx64, result, problem.geometry, channels_last, n_threads)
     return result

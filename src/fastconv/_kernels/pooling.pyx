@@ -168,6 +168,83 @@ cdef void max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_out,
             dx[ip[p]] += gp[p]
 
 
+cdef void max_pool2d_backward_disjoint_nhwc(const floating[:, :, :, ::1] grad_out,
+                                            const int64_t[:, :, :, ::1] indices,
+                                            floating[:, :, :, ::1] grad_in,
+                                            ConvGeometry geom, int n_threads) noexcept nogil:
+    # Windows that do not overlap (stride == pool size): every input cell lies in at most one window, so each
+    # is written exactly once -- the window's gradient where it won, zero elsewhere -- with no zeroing pass and
+    # no scatter; the channel loop vectorises.
+    cdef Py_ssize_t C = geom.in_c, H = geom.in_h, W = geom.in_w, Ho = geom.out_h, Wo = geom.out_w
+    cdef Py_ssize_t covered_h = Ho * geom.stride_h - geom.pad_top
+    cdef Py_ssize_t covered_w = Wo * geom.stride_w - geom.pad_left
+    cdef Py_ssize_t row, n, ho, wo, r, s, ih, iw, c, h_end
+    cdef int64_t flat
+    cdef floating* dst
+    cdef const floating* gp
+    cdef const int64_t* ip
+
+    if covered_h > H:
+        covered_h = H
+    if covered_w > W:
+        covered_w = W
+    for row in prange(geom.batch * Ho, num_threads=n_threads, schedule="static"):
+        n = row // Ho
+        ho = row - n * Ho
+        for r in range(geom.kernel_h):
+            ih = ho * geom.stride_h - geom.pad_top + r
+            if ih < 0 or ih >= H:
+                continue
+            for wo in range(Wo):
+                gp = &grad_out[n, ho, wo, 0]
+                ip = &indices[n, ho, wo, 0]
+                for s in range(geom.kernel_w):
+                    iw = wo * geom.stride_w - geom.pad_left + s
+                    if iw < 0 or iw >= W:
+                        continue
+                    dst = &grad_in[n, ih, iw, 0]
+                    flat = ih * W + iw
+                    for c in range(C):
+                        dst[c] = gp[c] if ip[c] == flat else 0
+            if covered_w < W:
+                memset(&grad_in[n, ih, covered_w, 0], 0, (W - covered_w) * C * sizeof(floating))
+        if ho == Ho - 1 and covered_h < H:
+            # Rows below the last window belong to no window.
+            memset(&grad_in[n, covered_h, 0, 0], 0, (H - covered_h) * W * C * sizeof(floating))
+
+
+cdef void max_pool2d_backward_disjoint_nchw(const floating[:, :, :, ::1] grad_out,
+                                            const int64_t[:, :, :, ::1] indices,
+                                            floating[:, :, :, ::1] grad_in,
+                                            ConvGeometry geom, int n_threads) noexcept nogil:
+    cdef Py_ssize_t C = geom.in_c, H = geom.in_h, W = geom.in_w, Ho = geom.out_h, Wo = geom.out_w
+    cdef Py_ssize_t plane, n, c, ho, wo, r, s, ih, iw
+    cdef int64_t flat
+    cdef floating* dx
+    cdef const floating* gp
+    cdef const int64_t* ip
+
+    for plane in prange(geom.batch * C, num_threads=n_threads, schedule="static"):
+        n = plane // C
+        c = plane - n * C
+        dx = &grad_in[n, c, 0, 0]
+        gp = &grad_out[n, c, 0, 0]
+        ip = &indices[n, c, 0, 0]
+        memset(dx, 0, H * W * sizeof(floating))
+        for ho in range(Ho):
+            for r in range(geom.kernel_h):
+                ih = ho * geom.stride_h - geom.pad_top + r
+                if ih < 0 or ih >= H:
+                    continue
+                for wo in range(Wo):
+                    for s in range(geom.kernel_w):
+                        iw = wo * geom.stride_w - geom.pad_left + s
+                        if iw < 0 or iw >= W:
+                            continue
+                        flat = ih * W + iw
+                        dx[flat] = gp[ho * Wo + wo] if ip[ho * Wo + wo] == flat else 0
+
+
 # ---------------------------------------------------------------- Python entry points
 
 def forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, indices, ConvGeometry geom,
@@ -186,10 +263,16 @@ def forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, indices,
 
 
 def backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] indices,
-             floating[:, :, :, ::1] grad_in, bint channels_last, int n_threads):
+             floating[:, :, :, ::1] grad_in, ConvGeometry geom, bint channels_last, int n_threads):
+    """Windows that do not overlap (stride == pool size) take the write-once path, others the scatter."""
+    cdef bint disjoint = geom.stride_h == geom.kernel_h and geom.stride_w == geom.kernel_w
     with nogil:
-        if channels_last:
+        if channels_last and disjoint:
+            max_pool2d_backward_disjoint_nhwc(grad_out, indices, grad_in, geom, n_threads)
+        elif channels_last:
             max_pool2d_backward_nhwc(grad_out, indices, grad_in, n_threads)
+        elif disjoint:
+            max_pool2d_backward_disjoint_nchw(grad_out, indices, grad_in, geom, n_threads)
         else:
             max_pool2d_backward_nchw(grad_out, indices, grad_in, n_threads)
 
