@@ -1,15 +1,18 @@
 """python -m fastconv.bench runs end to end and writes its results (its timings are never asserted)."""
 import json
+import sys
 
 import pytest
 
+import fastconv
+from fastconv.bench import report, run, training
 from fastconv.bench.__main__ import main
 
 
 def test_bench_quick_run_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["--quick", "--layers", "mnist_c2", "--ops", "forward,grad_weight", "--no-pool", "--rounds", "1",
-                 "--json", str(out)]) == 0
+                 "--no-training", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "mnist_c2" in printed and "geometric mean" in printed
     results = json.loads(out.read_text())
@@ -20,3 +23,39 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
 def test_bench_rejects_unknown_layer():
     with pytest.raises(SystemExit, match="unknown layer"):
         main(["--layers", "no_such_layer"])
+
+
+def test_bench_training_step_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--layers", "mnist_c2", "--ops", "forward", "--no-pool", "--rounds", "1",
+                 "--json", str(out)]) == 0
+    assert "mnist_convnet" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["training"]
+    assert [row["case"] for row in rows] == ["mnist_convnet"]
+    assert "fastconv_nhwc" in rows[0]["seconds"]
+    assert all(t > 0 for t in rows[0]["seconds"].values())
+
+
+def test_bench_no_training_flag(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--layers", "mnist_c2", "--ops", "forward", "--no-pool", "--rounds", "1",
+                 "--no-training", "--json", str(out)]) == 0
+    assert "mnist_convnet" not in capsys.readouterr().out
+    assert json.loads(out.read_text())["training"] == []
+
+
+def test_bench_training_without_torch(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    rows = run.training_rows([training.TRAINING_MODELS[0]], threads=1, rounds=1, min_seconds=0.0)
+    assert list(rows[0]["seconds"]) == ["fastconv_nhwc"]
+    assert "mnist_convnet" in report.training_table(rows)
+
+
+def test_training_models_match_torch_step_for_step():
+    """Same weights, same batch, same SGD: the losses of the first steps agree (a check of the bench's models)."""
+    pytest.importorskip("torch")
+    model = training.TRAINING_MODELS[0]
+    fastconv_step = training.fastconv_step(model)
+    torch_step = training.torch_step(model, channels_last=True, threads=fastconv.get_num_threads())
+    for _ in range(2):
+        assert float(torch_step()) == pytest.approx(fastconv_step(), rel=1e-5)

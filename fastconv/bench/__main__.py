@@ -4,7 +4,7 @@ import json
 import sys
 
 import fastconv
-from fastconv.bench import machine, report, run, suite
+from fastconv.bench import machine, report, run, suite, training
 
 
 def parse_args(argv):
@@ -13,6 +13,8 @@ def parse_args(argv):
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: the whole suite)")
     p.add_argument("--ops", default="forward,grad_input,grad_weight", help="conv operations to measure")
     p.add_argument("--no-pool", action="store_true", help="skip the max-pool suite")
+    p.add_argument("--training", action=argparse.BooleanOptionalAction, default=True,
+                   help="time one end-to-end training step of the suite's models (--quick: the MNIST one only)")
     p.add_argument("--quick", action="store_true", help="a few layers, few rounds")
     p.add_argument("--rounds", type=int, default=None, help="timing rounds per case")
     p.add_argument("--json", default=None, help="write the raw results to this file")
@@ -48,10 +50,15 @@ def main(argv=None):
         cases = suite.POOL_CASES[:2] if args.quick else suite.POOL_CASES
         pool = run.pool_rows(cases, threads, rounds, min_seconds)
         print("\n" + report.pool_table(pool, copy_bw), flush=True)
+    steps = []
+    if args.training:
+        models = [m for m in training.TRAINING_MODELS if not args.quick or m.name in training.QUICK_TRAINING_MODELS]
+        steps = run.training_rows(models, threads, rounds, min_seconds)
+        print("\n" + report.training_table(steps), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": cfg, "threads": threads, "sgemm_gflops": sgemm, "copy_gbytes": copy_bw,
-                       "conv": conv, "pool": pool}, f, indent=1)
+                       "conv": conv, "pool": pool, "training": steps}, f, indent=1)
     if args.plot:
         report.plot(conv, args.plot)
         print(f"wrote {args.plot}")

@@ -49,6 +49,21 @@ def pool_table(rows, copy_bw):
     return "\n".join(lines)
 
 
+def training_table(rows):
+    """Steps per second of one training step (forward, backward, SGD update) and fastconv / best PyTorch."""
+    lines = [f"{'model':<14} {'batch':>5} {'fc step/s':>10} {'nchw step/s':>12} {'nhwc step/s':>12} {'ratio':>6}"]
+    for row in rows:
+        s = row["seconds"]
+        fc = s["fastconv_nhwc"]
+        peer_s, _ = _best(s, ("torch_nchw", "torch_nhwc"))
+        row["ratio"] = peer_s / fc if peer_s else None
+        cells = [f"{1 / s[n]:12.2f}" if n in s else f"{'-':>12}" for n in ("torch_nchw", "torch_nhwc")]
+        ratio = f"{row['ratio']:6.2f}" if peer_s else f"{'-':>6}"
+        lines.append(f"{row['case']:<14} {row['batch']:>5} {1 / fc:10.2f} {cells[0]} {cells[1]} {ratio}")
+    lines.append("training step: ratio = fastconv steps/s / PyTorch's in its faster layout (target >= 1.3)")
+    return "\n".join(lines)
+
+
 def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values))
 

@@ -1,5 +1,5 @@
 """Run the suites and collect one row per (case, operation) with every contender's time."""
-from fastconv.bench import peers
+from fastconv.bench import peers, training
 from fastconv.bench.timing import interleaved_medians
 
 CONV_OPS = ("forward", "grad_input", "grad_weight")
@@ -36,4 +36,18 @@ def pool_rows(cases, threads, rounds, min_seconds):
             seconds = interleaved_medians(contenders, rounds, min_seconds)
             op = "forward+backward" if backward else "forward"
             rows.append({"case": case.name, "op": op, "bytes": case.input_bytes, "seconds": seconds})
+    return rows
+
+
+def training_rows(models, threads, rounds, min_seconds):
+    """One row per end-to-end model: seconds per training step of fastconv and of PyTorch in both layouts."""
+    has_torch = peers.torch_available()
+    rows = []
+    for model in models:
+        contenders = {"fastconv_nhwc": training.fastconv_step(model)}
+        if has_torch:
+            contenders["torch_nchw"] = training.torch_step(model, channels_last=False, threads=threads)
+            contenders["torch_nhwc"] = training.torch_step(model, channels_last=True, threads=threads)
+        seconds = interleaved_medians(contenders, rounds, min_seconds)
+        rows.append({"case": model.name, "batch": model.batch, "seconds": seconds})
     return rows
