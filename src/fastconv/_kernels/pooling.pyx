@@ -3,10 +3,11 @@
 NaN propagates: a NaN beats any number, and a later NaN in the window takes the index (PyTorch's rule).
 Among equal maxima the first in row-major window order wins.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from cython cimport floating
 from libc.math cimport INFINITY
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT32_MAX, int32_t, int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
@@ -21,57 +22,82 @@ cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
                                   int64_t* indices,
                                   ConvGeometry geom, int n_threads) noexcept nogil:
     cdef Py_ssize_t C = geom.in_c, Ho = geom.out_h, Wo = geom.out_w
+    # float32 values and int32 positions have the same width, so the select loop vectorises when it tracks
+    # positions in int32 (widened to int64 once per output cell); float64 pairs with int64 directly.
+    cdef bint narrow = floating is float and geom.in_h * geom.in_w <= INT32_MAX
     cdef Py_ssize_t row, n, ho, wo, c, ih, iw, ih0, ih1, iw0, iw1
     cdef int64_t flat, first
+    cdef int32_t flat32
     cdef floating v, best
     cdef bint take
     cdef floating* op
     cdef int64_t* ip
+    cdef int32_t* where
     cdef const floating* xp
 
-    for row in prange(geom.batch * Ho, num_threads=n_threads, schedule="static"):
-        n = row // Ho
-        ho = row - n * Ho
-        ih0 = ho * geom.stride_h - geom.pad_top
-        ih1 = ih0 + geom.kernel_h
-        if ih0 < 0:
-            ih0 = 0
-        if ih1 > geom.in_h:
-            ih1 = geom.in_h
-        for wo in range(Wo):
-            iw0 = wo * geom.stride_w - geom.pad_left
-            iw1 = iw0 + geom.kernel_w
-            if iw0 < 0:
-                iw0 = 0
-            if iw1 > geom.in_w:
-                iw1 = geom.in_w
-            op = &out[n, ho, wo, 0]
-            for c in range(C):
-                op[c] = -INFINITY
-            # Branch-free selects (no conditional stores) so that the channel loops vectorise.
-            if indices == NULL:
-                for ih in range(ih0, ih1):
-                    for iw in range(iw0, iw1):
-                        xp = &x[n, ih, iw, 0]
-                        for c in range(C):
-                            v = xp[c]
-                            best = op[c]
-                            op[c] = v if (v > best or v != v) else best
-            else:
-                ip = indices + ((n * Ho + ho) * Wo + wo) * C
-                first = ih0 * geom.in_w + iw0
+    with parallel(num_threads=n_threads):
+        where = <int32_t*> malloc(C * sizeof(int32_t))
+        for row in prange(geom.batch * Ho, schedule="static"):
+            n = row // Ho
+            ho = row - n * Ho
+            ih0 = ho * geom.stride_h - geom.pad_top
+            ih1 = ih0 + geom.kernel_h
+            if ih0 < 0:
+                ih0 = 0
+            if ih1 > geom.in_h:
+                ih1 = geom.in_h
+            for wo in range(Wo):
+                iw0 = wo * geom.stride_w - geom.pad_left
+                iw1 = iw0 + geom.kernel_w
+                if iw0 < 0:
+                    iw0 = 0
+                if iw1 > geom.in_w:
+                    iw1 = geom.in_w
+                op = &out[n, ho, wo, 0]
                 for c in range(C):
-                    ip[c] = first
-                for ih in range(ih0, ih1):
-                    for iw in range(iw0, iw1):
-                        xp = &x[n, ih, iw, 0]
-                        flat = ih * geom.in_w + iw
-                        for c in range(C):
-                            v = xp[c]
-                            best = op[c]
-                            take = v > best or v != v
-                            op[c] = v if take else best
-                            ip[c] = flat if take else ip[c]
+                    op[c] = -INFINITY
+                # Branch-free selects (no conditional stores) so that the channel loops vectorise.
+                if indices == NULL:
+                    for ih in range(ih0, ih1):
+                        for iw in range(iw0, iw1):
+                            xp = &x[n, ih, iw, 0]
+                            for c in range(C):
+                                v = xp[c]
+                                best = op[c]
+                                op[c] = v if (v > best or v != v) else best
+                elif narrow:
+                    ip = indices + ((n * Ho + ho) * Wo + wo) * C
+                    flat32 = <int32_t>(ih0 * geom.in_w + iw0)
+                    for c in range(C):
+                        where[c] = flat32
+                    for ih in range(ih0, ih1):
+                        for iw in range(iw0, iw1):
+                            xp = &x[n, ih, iw, 0]
+                            flat32 = <int32_t>(ih * geom.in_w + iw)
+                            for c in range(C):
+                                v = xp[c]
+                                best = op[c]
+                                take = v > best or v != v
+                                op[c] = v if take else best
+                                where[c] = flat32 if take else where[c]
+                    for c in range(C):
+                        ip[c] = where[c]
+                else:
+                    ip = indices + ((n * Ho + ho) * Wo + wo) * C
+                    first = ih0 * geom.in_w + iw0
+                    for c in range(C):
+                        ip[c] = first
+                    for ih in range(ih0, ih1):
+                        for iw in range(iw0, iw1):
+                            xp = &x[n, ih, iw, 0]
+                            flat = ih * geom.in_w + iw
+                            for c in range(C):
+                                v = xp[c]
+                                best = op[c]
+                                take = v > best or v != v
+                                op[c] = v if take else best
+                                ip[c] = flat if take else ip[c]
+        free(where)
 
 
 cdef void max_pool2d_forward_nchw(const floating[:, :, :, ::1] x,
