@@ -38,6 +38,10 @@ def _is_depthwise_like(problem):
 def choose_forward(problem, requested):
     if requested != "auto":
         return requested
+    # The direct kernels work in NHWC; for channels_first input with very few channels (RGB) the layout
+    # transposes around them cost more than im2col's GEMM, which writes NCHW directly (measured 2x on 3 channels).
+    if not problem.channels_last and problem.in_c // problem.groups <= 4 and not _is_depthwise_like(problem):
+        return "im2col"
     return "direct"
 
 

@@ -91,6 +91,8 @@ def onnxruntime_conv(layer, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle workers sleep instead of spinning, as OpenMP's do shortly after a region (fair to whoever runs next).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"x": xn})
 

@@ -1,5 +1,12 @@
-"""Interleaved timing: every contender runs once per round, in turn, so a noisy machine slows them alike."""
+"""Interleaved timing: every contender runs once per round, in turn, so a noisy machine slows them alike.
+
+Thread pools keep spinning for a while after a parallel region (OpenMP's spin-wait, onnxruntime's spinning
+workers). Timed back to back, one contender's spinning threads would steal cores from the next one; a short
+pause before each timed call lets them go idle, so each contender is timed on a quiet machine.
+"""
 import time
+
+SETTLE_SECONDS = 0.005
 
 import numpy as np
 
@@ -17,6 +24,7 @@ def interleaved_medians(contenders, rounds, min_seconds=0.0):
     done = 0
     while done < rounds or (time.perf_counter() - start < min_seconds and done < 10 * rounds):
         for name, fn in contenders.items():
+            time.sleep(SETTLE_SECONDS)
             t0 = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - t0)

@@ -113,8 +113,9 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef const floating* packed = &packed_weight[0]
     cdef floating* out_flat = &out[0, 0, 0, 0]
     cdef Py_ssize_t item, unit, g, kb, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
-    cdef Py_ssize_t ih, iw, taps, tile_count
+    cdef Py_ssize_t ih, iw, taps, tile_count, valid
     cdef bint reachable
+    cdef bint* merged
     cdef const floating* wblock
     cdef const floating** xptrs
     cdef const floating** wptrs
@@ -129,11 +130,13 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         cblock = 1
     # Equal blocks: 512 channels in blocks of at most 170 become 4 x 128, not 3 x 170 + 2.
     cblock = (Cg + ((Cg + cblock - 1) // cblock) - 1) // ((Cg + cblock - 1) // cblock)
+    cdef bint whole_rows = cblock == Cg and geom.groups == 1 and geom.dilation_w == 1
     with parallel(num_threads=n_threads):
         xptrs = <const floating**> malloc(unit_tiles * tile_ptrs * sizeof(floating*))
         wptrs = <const floating**> malloc(R * S * sizeof(floating*))
         tap_offsets = <Py_ssize_t*> malloc(unit_tiles * R * S * sizeof(Py_ssize_t))
         n_taps = <Py_ssize_t*> malloc(unit_tiles * sizeof(Py_ssize_t))
+        merged = <bint*> malloc(unit_tiles * sizeof(bint))
         pix_n = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         pix_h = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         pix_w = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
@@ -161,6 +164,22 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                     else:
                         pix_n[j] = -1
                 taps = 0
+                # With one channel block, no groups and no column dilation, the S taps of a kernel row read
+                # S*C consecutive inputs per pixel (and the packed weights are consecutive too): a tile whose
+                # pixels all see the whole kernel row takes it as one long tap, which matters when C is small.
+                merged[tile] = whole_rows
+                for j in range(WB):
+                    if pix_n[j] < 0 or pix_w[j] < 0 or pix_w[j] + S > geom.in_w:
+                        merged[tile] = False
+                for r in range(R):
+                    # A kernel row that some pixels reach and others do not needs per-pixel zeros: no merging.
+                    valid = 0
+                    for j in range(WB):
+                        ih = pix_h[j] + r * geom.dilation_h
+                        if pix_n[j] >= 0 and 0 <= ih < geom.in_h:
+                            valid = valid + 1
+                    if 0 < valid < WB:
+                        merged[tile] = False
                 for r in range(R):
                     reachable = False
                     for j in range(WB):
@@ -168,6 +187,13 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                         if pix_n[j] >= 0 and 0 <= ih < geom.in_h:
                             reachable = True
                     if not reachable:
+                        continue
+                    if merged[tile]:
+                        tap_offsets[tile * R * S + taps] = r * S * Cg * KB
+                        for j in range(WB):
+                            xptrs[tile * tile_ptrs + taps * WB + j] = &x[pix_n[j], pix_h[j] + r * geom.dilation_h,
+                                                                         pix_w[j], 0]
+                        taps = taps + 1
                         continue
                     for s in range(S):
                         tap_offsets[tile * R * S + taps] = (r * S + s) * Cg * KB
@@ -196,7 +222,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 for tile in range(tile_count):
                     for t in range(n_taps[tile]):
                         wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * KB
-                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB, nc,
+                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB, S * nc if merged[tile] else nc,
                              unitbuf + tile * WB * KB, KB, isa)
             for p in range(p0, p1):
                 for k in range(kw):
@@ -205,6 +231,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         free(wptrs)
         free(tap_offsets)
         free(n_taps)
+        free(merged)
         free(pix_n)
         free(pix_h)
         free(pix_w)
