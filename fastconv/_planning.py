@@ -111,7 +111,10 @@ def forward_unit_tiles(problem, tile_pixels, lanes):
     MIN_WORK_ITEMS items (units x output-channel blocks) to share among threads. Results do not depend on it."""
     total_tiles = -(-problem.batch * problem.out_h * problem.out_w // tile_pixels)
     k_blocks = problem.groups * -(-(problem.out_c // problem.groups) // lanes)
-    return max(1, min(MAX_UNIT_TILES, total_tiles * k_blocks // MIN_WORK_ITEMS))
+    largest = max(1, min(MAX_UNIT_TILES, total_tiles * k_blocks // MIN_WORK_ITEMS))
+    # Units of equal size: 33 tiles as 17 + 16, not 16 + 16 + 1 (a near-empty unit unbalances the threads).
+    n_units = -(-total_tiles // largest)
+    return -(-total_tiles // n_units)
 
 
 # Work items the tiled kernels aim to offer, enough for 16+ threads; and the largest unit of register tiles.

@@ -141,7 +141,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         pix_h = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         pix_w = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         unitbuf = <floating*> malloc(unit_pixels * KB * sizeof(floating))
-        for item in prange(n_items, schedule="static"):
+        for item in prange(n_items, schedule="dynamic"):
             kb = item % n_kblocks
             g = (item // n_kblocks) % geom.groups
             unit = item // (n_kblocks * geom.groups)
