@@ -52,7 +52,8 @@ def test_blas_is_single_threaded_inside_a_kernel_call():
 
 def test_set_num_threads_round_trip(threads):
     fastconv.set_num_threads(3)
-    assert fastconv.get_num_threads() == 3
+    # A build without OpenMP runs every kernel serially and says so.
+    assert fastconv.get_num_threads() == (3 if fastconv.show_config()["openmp"] else 1)
     fastconv.set_num_threads(None)
     assert fastconv.get_num_threads() >= 1
 
