@@ -20,7 +20,6 @@ padded input.  The gradients are written directly as the adjoint sums of that ex
 gradient back through the same slices), not derived with autograd.
 """
 
-import math
 
 import numpy as np
 

@@ -72,7 +72,6 @@ def onnxruntime_available():
 
 def onnxruntime_conv(layer, threads):
     """A one-node Conv model (NCHW, as ONNX defines it) run by onnxruntime's CPU provider."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

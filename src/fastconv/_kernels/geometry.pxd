@@ -35,3 +35,13 @@ cdef inline Py_ssize_t end_valid(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_
         return 0
     e = (size - offset + stride - 1) // stride
     return e if e < out_size else out_size
+
+
+cdef inline Py_ssize_t window_begin(Py_ssize_t start) noexcept nogil:
+    """First input index of a pooling window that starts at `start` (padding cells dropped)."""
+    return start if start > 0 else 0
+
+
+cdef inline Py_ssize_t window_end(Py_ssize_t start, Py_ssize_t size, Py_ssize_t extent) noexcept nogil:
+    """One past the last input index of a window of `size` cells starting at `start`, clipped to `extent`."""
+    return start + size if start + size < extent else extent

@@ -10,7 +10,7 @@ from libc.stdint cimport INT32_MAX, int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
+from fastconv._kernels.geometry cimport ConvGeometry, window_begin, window_end
 
 cdef enum:
     # Channels per backward work item in NHWC: enough items for all threads even at batch 1.
@@ -40,19 +40,11 @@ cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
         for row in prange(geom.batch * Ho, schedule="static"):
             n = row // Ho
             ho = row - n * Ho
-            ih0 = ho * geom.stride_h - geom.pad_top
-            ih1 = ih0 + geom.kernel_h
-            if ih0 < 0:
-                ih0 = 0
-            if ih1 > geom.in_h:
-                ih1 = geom.in_h
+            ih0 = window_begin(ho * geom.stride_h - geom.pad_top)
+            ih1 = window_end(ho * geom.stride_h - geom.pad_top, geom.kernel_h, geom.in_h)
             for wo in range(Wo):
-                iw0 = wo * geom.stride_w - geom.pad_left
-                iw1 = iw0 + geom.kernel_w
-                if iw0 < 0:
-                    iw0 = 0
-                if iw1 > geom.in_w:
-                    iw1 = geom.in_w
+                iw0 = window_begin(wo * geom.stride_w - geom.pad_left)
+                iw1 = window_end(wo * geom.stride_w - geom.pad_left, geom.kernel_w, geom.in_w)
                 op = &out[n, ho, wo, 0]
                 for c in range(C):
                     op[c] = -INFINITY
@@ -117,19 +109,11 @@ cdef void max_pool2d_forward_nchw(const floating[:, :, :, ::1] x,
         xp = &x[n, c, 0, 0]
         op = &out[n, c, 0, 0]
         for ho in range(Ho):
-            ih0 = ho * geom.stride_h - geom.pad_top
-            ih1 = ih0 + geom.kernel_h
-            if ih0 < 0:
-                ih0 = 0
-            if ih1 > geom.in_h:
-                ih1 = geom.in_h
+            ih0 = window_begin(ho * geom.stride_h - geom.pad_top)
+            ih1 = window_end(ho * geom.stride_h - geom.pad_top, geom.kernel_h, geom.in_h)
             for wo in range(Wo):
-                iw0 = wo * geom.stride_w - geom.pad_left
-                iw1 = iw0 + geom.kernel_w
-                if iw0 < 0:
-                    iw0 = 0
-                if iw1 > W:
-                    iw1 = W
+                iw0 = window_begin(wo * geom.stride_w - geom.pad_left)
+                iw1 = window_end(wo * geom.stride_w - geom.pad_left, geom.kernel_w, geom.in_w)
                 best = -INFINITY
                 best_index = ih0 * W + iw0
                 for ih in range(ih0, ih1):
