@@ -18,8 +18,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
-KERNEL_MODULES = ["openmp_helpers", "cpu_dispatch", "blas", "conv_direct", "conv_im2col", "pooling"]
 KERNEL_DIR = os.path.join("src", "fastconv", "_kernels")
+# One extension per .pyx family in KERNEL_DIR (a new kernel family needs no edit here).
+KERNEL_MODULES = sorted(os.path.splitext(name)[0] for name in os.listdir(KERNEL_DIR) if name.endswith(".pyx"))
 DEBUG = os.environ.get("FASTCONV_DEBUG", "0") == "1"
 
 

@@ -7,6 +7,9 @@ tests/reference.py).  Nothing here imports fastconv at import time, so the refer
 import os
 import sys
 
+# Keras 3 runs its oracle tests on the local PyTorch; the backend must be chosen before keras is imported.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
 import numpy as np
 import pytest
 
@@ -38,3 +41,13 @@ def threads():
         yield fastconv
     finally:
         fastconv.set_num_threads(old)
+
+
+@pytest.fixture
+def keras():
+    """Keras 3 on the PyTorch backend, or skip the test when it (or torch) is not installed."""
+    pytest.importorskip("torch")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip(f"Keras oracle tests need KERAS_BACKEND=torch; keras uses {keras.backend.backend()!r}")
+    return keras

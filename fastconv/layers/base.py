@@ -23,6 +23,15 @@ keep their pre-activation output (:attr:`ActivationMixin.logits`) and offer
 ``backward_from_logits(grad_logits, need_input_grad)``, which starts the backward pass below the activation:
 the model uses it to fuse a final sigmoid/softmax with a cross-entropy loss (see fastconv.losses).
 
+Layers that merge several tensors (``Add``, ``Concatenate`` ...) set :attr:`Layer.multi_input`: their ``build``
+takes a list of shapes, ``call`` a list of arrays, and ``backward`` returns a list of input gradients (one per
+input, or ``None`` when ``need_input_grad`` is False).
+
+Called on a :class:`~fastconv.layers.symbolic.SymbolicTensor` (``Conv2D(32, 3)(Input((28, 28, 1)))``) a layer
+computes nothing: it records the call for a graph model (:mod:`fastconv.layers.symbolic`). Everything a layer
+keeps between its forward and backward passes lives in ``_cache`` (and ``_activation_cache``), so a graph model
+that calls one layer several times can keep each call's state apart (:meth:`Layer._forward_state`).
+
 Weights are float32 unless the layer is built with ``dtype="float64"`` (used by the gradient checks); input is
 cast to the layer's dtype on the way in, so a uint8 image batch becomes float32 at the first layer.
 """
@@ -99,6 +108,8 @@ class Variable:
 class Layer:
     """Base class of fastconv layers.
 
+    Subclasses that take a list of inputs set the class attribute ``multi_input = True``.
+
     Parameters
     ----------
     trainable : bool
@@ -110,6 +121,9 @@ class Layer:
     input_shape : tuple of ints, optional
         Shape of one sample (no batch axis); only meaningful on the first layer of a ``Sequential``.
     """
+
+    #: True for layers that merge a list of inputs (see the module docstring)
+    multi_input = False
 
     def __init__(self, *, trainable=True, name=None, dtype=None, input_shape=None, **kwargs):
         if kwargs:
@@ -127,6 +141,7 @@ class Layer:
         self._declared_input_shape = None if input_shape is None else args.shape(input_shape, "input_shape")
         self._weights = []
         self._cache = None
+        self._inbound_nodes = []
 
     # --- weights -------------------------------------------------------------------------------------------
     def add_weight(self, name, shape, initializer, trainable=True):
@@ -169,6 +184,11 @@ class Layer:
     # --- shapes and building -------------------------------------------------------------------------------
     def build(self, input_shape):
         """Create the weights for inputs of ``input_shape`` (batch axis included). Subclasses call super()."""
+        if self.multi_input:
+            self.input_shape = [tuple(s) for s in input_shape]
+            self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+            self.built = True
+            return
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(self.compute_output_shape(self.input_shape))
         self.built = True
@@ -176,10 +196,27 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
+    @property
+    def output_dtype(self):
+        """The dtype of the layer's output (its computation dtype)."""
+        return self.dtype
+
     def check_input_shape(self, shape, what="input"):
-        """Raise ValueError if ``shape`` (batch included) does not fit the shape the layer was built for."""
+        """Raise ValueError if ``shape`` (batch included) does not fit the shape the layer was built for.
+
+        For a ``multi_input`` layer ``shape`` is a list of shapes, checked against the list it was built for.
+        """
         expected = self.input_shape
         if expected is None:
+            return
+        if self.multi_input:
+            shapes = [tuple(s) for s in shape]
+            if len(shapes) != len(expected) or any(
+                    len(s) != len(e) or any(a is not None and a != b for a, b in zip(e[1:], s[1:]))
+                    for s, e in zip(shapes, expected)):
+                raise ValueError(f"inputs of layer {self.name!r} must have shapes "
+                                 f"[{', '.join(format_shape(e) for e in expected)}]; received {what}s with shapes "
+                                 f"{shapes}")
             return
         shape = tuple(shape)
         if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected[1:], shape[1:])):
@@ -193,8 +230,26 @@ class Layer:
                             f"dtype {x.dtype}")
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
+    def _as_inputs(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 1:
+            raise TypeError(f"layer {self.name!r} takes a list of arrays; received {type(inputs).__name__}")
+        return [self._as_input(x) for x in inputs]
+
     def __call__(self, inputs, training=False):
-        """Build on first use, check the input shape, cast to the layer's dtype and run :meth:`call`."""
+        """Build on first use, check the input shape, cast to the layer's dtype and run :meth:`call`.
+
+        On symbolic tensors, record the call for a graph model and return a symbolic output instead.
+        """
+        from fastconv.layers import symbolic
+
+        if symbolic.is_symbolic(inputs):
+            return symbolic.call_layer(self, inputs)
+        if self.multi_input:
+            xs = self._as_inputs(inputs)
+            if not self.built:
+                self.build([(None,) + x.shape[1:] for x in xs])
+            self.check_input_shape([x.shape for x in xs])
+            return self.call(xs, training=bool(training))
         x = self._as_input(inputs)
         if not self.built:
             self.build((None,) + x.shape[1:])
@@ -207,6 +262,20 @@ class Layer:
 
     def backward(self, grad_output, need_input_grad=True):
         raise NotImplementedError
+
+    def _forward_state(self):
+        """What the last forward call kept for the backward pass; :meth:`_restore_forward_state` puts it back."""
+        return (self._cache, getattr(self, "_activation_cache", None))
+
+    def _restore_forward_state(self, state):
+        self._cache = state[0]
+        if state[1] is not None or hasattr(self, "_activation_cache"):
+            self._activation_cache = state[1]
+
+    def _clear_forward_state(self):
+        self._cache = None
+        if hasattr(self, "_activation_cache") and not getattr(self, "_keep_logits", False):
+            self._activation_cache = None
 
     def _cached(self):
         if self._cache is None:
@@ -273,6 +342,10 @@ class InputLayer(Layer):
         self.shape = args.shape(shape)
         self.batch_size = None if batch_size is None else args.integer(batch_size, "batch_size", minimum=1)
         self.build((self.batch_size,) + self.shape)
+        from fastconv.layers.symbolic import Node
+
+        #: the symbolic tensor this input feeds into a graph model
+        self.output = Node(self, [], [self.output_shape], self.dtype).outputs[0]
 
     def call(self, x, training=False):
         return x
@@ -286,7 +359,8 @@ class InputLayer(Layer):
 
 
 def Input(shape, batch_size=None, name=None, dtype=None):
-    """The input of a model: ``Sequential([Input((28, 28, 1)), ...])``.
+    """The input of a model, as a symbolic tensor: ``Sequential([Input((28, 28, 1)), ...])``, or
+    ``inputs = Input((28, 28, 1)); outputs = Conv2D(32, 3)(inputs); Model(inputs, outputs)``.
 
     Parameters
     ----------
@@ -298,15 +372,16 @@ def Input(shape, batch_size=None, name=None, dtype=None):
 
     Returns
     -------
-    InputLayer
+    SymbolicTensor
+        Its ``layer`` is the :class:`InputLayer`.
 
     Examples
     --------
     >>> import fastconv
-    >>> fastconv.layers.Input((28, 28, 1)).output_shape
+    >>> fastconv.layers.Input((28, 28, 1)).shape
     (None, 28, 28, 1)
     """
-    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype)
+    return InputLayer(shape=shape, batch_size=batch_size, name=name, dtype=dtype).output
 
 
 def activation_config(activation):

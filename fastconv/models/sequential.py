@@ -13,6 +13,7 @@ from fastconv.layers import deserialize as deserialize_layer
 from fastconv.layers import serialize as serialize_layer
 from fastconv.layers.base import ActivationMixin, InputLayer, Layer, format_shape
 from fastconv.layers.regularization import Dropout
+from fastconv.layers.symbolic import SymbolicTensor
 from fastconv.models import data as data_module
 from fastconv.models import saving
 from fastconv.models.summary import summary_lines
@@ -106,6 +107,8 @@ class Sequential(Layer):
 
     def add(self, layer):
         """Append a layer (an ``Input`` only as the first one); it is built at once if the input shape is known."""
+        if isinstance(layer, SymbolicTensor) and isinstance(layer.layer, InputLayer):
+            layer = layer.layer
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be a fastconv.layers.Layer; received layer={layer!r}")
         if isinstance(layer, InputLayer):

@@ -94,7 +94,7 @@ def test_get_and_set_weights():
     layers.MaxPooling2D((2, 3), strides=1, padding="same"),
     layers.Dense(4, activation="softmax", kernel_initializer=fastconv.initializers.RandomNormal(stddev=0.1, seed=2)),
     layers.Flatten(data_format="channels_first"), layers.Dropout(0.25, seed=4), layers.Activation("tanh"),
-    layers.ReLU(max_value=6.0), layers.Softmax(axis=1), layers.Input((28, 28, 1)),
+    layers.ReLU(max_value=6.0), layers.Softmax(axis=1), layers.InputLayer((28, 28, 1)),
 ], ids=lambda layer: type(layer).__name__)
 def test_config_round_trip_through_json(layer):
     config = json.loads(json.dumps(layers.serialize(layer)))
@@ -125,7 +125,7 @@ def test_dropout_is_identity_at_inference_and_scaled_in_training():
 
 def test_input_and_declared_input_shape():
     inp = layers.Input((28, 28, 1), name="pixels")
-    assert inp.output_shape == (None, 28, 28, 1) and inp.name == "pixels"
+    assert inp.shape == (None, 28, 28, 1) and inp.name == "pixels" and inp.layer.output_shape == inp.shape
     model = fastconv.Sequential([layers.Dense(3, input_shape=(5,))])
     assert model.built and model.input_shape == (None, 5)
 
