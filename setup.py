@@ -6,6 +6,7 @@ The kernels live in ``src/fastconv/_kernels`` and are compiled into the ``fastco
 Environment switches:
 - ``FASTCONV_DEBUG=1``: bounds checking and wraparound back on, no optimisation (for tests under sanitizers).
 - ``FASTCONV_NO_OPENMP=1``: build serial kernels even where the compiler has OpenMP.
+- ``FASTCONV_BUILD_ONLY=name,...``: compile only these kernel families (development rebuilds).
 """
 import os
 import subprocess
@@ -21,6 +22,9 @@ from setuptools.command.build_ext import build_ext
 KERNEL_DIR = os.path.join("src", "fastconv", "_kernels")
 # One extension per .pyx family in KERNEL_DIR (a new kernel family needs no edit here).
 KERNEL_MODULES = sorted(os.path.splitext(name)[0] for name in os.listdir(KERNEL_DIR) if name.endswith(".pyx"))
+# Developers' switch for quick rebuilds: FASTCONV_BUILD_ONLY=pooling,conv_direct compiles just those families.
+if os.environ.get("FASTCONV_BUILD_ONLY"):
+    KERNEL_MODULES = [m for m in KERNEL_MODULES if m in os.environ["FASTCONV_BUILD_ONLY"].split(",")]
 DEBUG = os.environ.get("FASTCONV_DEBUG", "0") == "1"
 
 
