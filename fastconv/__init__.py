@@ -20,9 +20,17 @@ from fastconv.functional import (
     max_pool2d,
     max_pool2d_grad,
 )
+from fastconv.functional import (
+    avg_pool2d,
+    avg_pool2d_grad,
+    global_avg_pool2d,
+    global_avg_pool2d_grad,
+    global_max_pool2d,
+    global_max_pool2d_grad,
+)
 # The Keras-style API (pure Python over the functional API; optional dependencies load inside functions).
 from fastconv import activations, callbacks, initializers, layers, losses, metrics, optimizers, utils
-from fastconv.models import Sequential, load_model
+from fastconv.models import Model, Sequential, load_model
 
 __all__ = [
     "__version__",
@@ -32,9 +40,16 @@ __all__ = [
     "conv2d_grad_bias",
     "max_pool2d",
     "max_pool2d_grad",
+    "avg_pool2d",
+    "avg_pool2d_grad",
+    "global_avg_pool2d",
+    "global_avg_pool2d_grad",
+    "global_max_pool2d",
+    "global_max_pool2d_grad",
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "Model",
     "Sequential",
     "load_model",
     "layers",

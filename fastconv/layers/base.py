@@ -27,6 +27,9 @@ Layers that merge several tensors (``Add``, ``Concatenate`` ...) set :attr:`Laye
 takes a list of shapes, ``call`` a list of arrays, and ``backward`` returns a list of input gradients (one per
 input, or ``None`` when ``need_input_grad`` is False).
 
+A forward call keeps its backward state when ``training`` is true or inside :func:`recording_state` (test it
+with :meth:`Layer._keep_state`), so a model can also backpropagate through an inference pass.
+
 Called on a :class:`~fastconv.layers.symbolic.SymbolicTensor` (``Conv2D(32, 3)(Input((28, 28, 1)))``) a layer
 computes nothing: it records the call for a graph model (:mod:`fastconv.layers.symbolic`). Everything a layer
 keeps between its forward and backward passes lives in ``_cache`` (and ``_activation_cache``), so a graph model
@@ -35,6 +38,7 @@ that calls one layer several times can keep each call's state apart (:meth:`Laye
 Weights are float32 unless the layer is built with ``dtype="float64"`` (used by the gradient checks); input is
 cast to the layer's dtype on the way in, so a uint8 image batch becomes float32 at the first layer.
 """
+import contextlib
 import re
 import threading
 
@@ -47,6 +51,19 @@ __all__ = ["Variable", "Layer", "InputLayer", "Input", "ActivationMixin"]
 
 _name_lock = threading.Lock()
 _name_counts = {}
+_recording = threading.local()
+
+
+@contextlib.contextmanager
+def recording_state():
+    """Layers called inside this block (in this thread) keep their backward state even in inference mode, so that
+    a model can backpropagate through an inference pass (``Model.gradients``: dropout off, moving statistics)."""
+    previous = getattr(_recording, "on", False)
+    _recording.on = True
+    try:
+        yield
+    finally:
+        _recording.on = previous
 
 
 def _snake_case(name):
@@ -196,6 +213,33 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
+    def _only_node(self, what):
+        if not self._inbound_nodes:
+            raise AttributeError(f"layer {self.name!r} has no {what}: it has not been called on a symbolic tensor "
+                                 f"(fastconv.layers.Input or another layer's output)")
+        if len(self._inbound_nodes) > 1:
+            raise AttributeError(f"layer {self.name!r} has been called {len(self._inbound_nodes)} times, so its "
+                                 f"{what} is ambiguous; use get_output_at(node_index) / get_input_at(node_index)")
+        return self._inbound_nodes[0]
+
+    @property
+    def output(self):
+        """The symbolic output of the layer's only call in a graph (Keras's ``layer.output``)."""
+        return self._only_node("output").outputs[0]
+
+    @property
+    def input(self):
+        """The symbolic input (a list for a merging layer) of the layer's only call in a graph."""
+        inputs = self._only_node("input").inputs
+        return list(inputs) if self.multi_input else inputs[0]
+
+    def get_output_at(self, node_index):
+        return self._inbound_nodes[node_index].outputs[0]
+
+    def get_input_at(self, node_index):
+        inputs = self._inbound_nodes[node_index].inputs
+        return list(inputs) if self.multi_input else inputs[0]
+
     @property
     def output_dtype(self):
         """The dtype of the layer's output (its computation dtype)."""
@@ -263,6 +307,12 @@ class Layer:
     def backward(self, grad_output, need_input_grad=True):
         raise NotImplementedError
 
+    @staticmethod
+    def _keep_state(training):
+        """Whether a forward call keeps what its backward pass needs: in training, or under
+        :func:`recording_state`."""
+        return bool(training) or getattr(_recording, "on", False)
+
     def _forward_state(self):
         """What the last forward call kept for the backward pass; :meth:`_restore_forward_state` puts it back."""
         return (self._cache, getattr(self, "_activation_cache", None))
@@ -307,7 +357,7 @@ class ActivationMixin:
 
     def _activate(self, logits, training):
         out = self.activation(logits)
-        self._activation_cache = (logits, out) if training or self._keep_logits else None
+        self._activation_cache = (logits, out) if self._keep_state(training) or self._keep_logits else None
         return out
 
     @property
@@ -344,8 +394,7 @@ class InputLayer(Layer):
         self.build((self.batch_size,) + self.shape)
         from fastconv.layers.symbolic import Node
 
-        #: the symbolic tensor this input feeds into a graph model
-        self.output = Node(self, [], [self.output_shape], self.dtype).outputs[0]
+        Node(self, [], [self.output_shape], self.dtype)  # its one node: self.output is the input tensor
 
     def call(self, x, training=False):
         return x

@@ -126,7 +126,7 @@ class Conv2D(ActivationMixin, Layer):
         bias = self.bias.value if self.use_bias else None
         weight = self._layout_kernel()
         logits = F.conv2d(x, weight, bias, **self._options())
-        self._cache = (x, weight) if training else None
+        self._cache = (x, weight) if self._keep_state(training) else None
         return self._activate(logits, training)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):

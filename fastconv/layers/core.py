@@ -63,7 +63,7 @@ class Dense(ActivationMixin, Layer):
         weight = self.kernel.value.reshape(1, 1, *self.kernel.shape)
         bias = self.bias.value if self.use_bias else None
         logits = F.conv2d(rows, weight, bias).reshape(x.shape[:-1] + (self.units,))
-        self._cache = rows if training else None
+        self._cache = rows if self._keep_state(training) else None
         return self._activate(logits, training)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):
@@ -93,7 +93,7 @@ class _ActivationLayer(ActivationMixin, Layer):
     """A layer that only applies an activation: its logits are its input."""
 
     def call(self, x, training=False):
-        self._cache = () if training else None
+        self._cache = () if self._keep_state(training) else None
         return self._activate(x, training)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):

@@ -44,7 +44,7 @@ class Dropout(Layer):
 
     def call(self, x, training=False):
         if not training or self.rate == 0:
-            self._cache = None if not training else (None, None)
+            self._cache = (None, None) if self._keep_state(training) else None
             return x
         if self._generator is None:
             self._generator = utils.generator()

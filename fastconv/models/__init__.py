@@ -1,4 +1,5 @@
-"""Models: ``Sequential`` (compile, fit, evaluate, predict, summary, save) and ``load_model``.
+"""Models: ``Model`` (graphs of layers, Keras's functional API), ``Sequential`` (a stack of layers), both with
+compile, fit, evaluate, predict, summary and save; and ``load_model``.
 
 >>> import fastconv
 >>> from fastconv.layers import Input, Conv2D, MaxPooling2D, Flatten, Dense
@@ -9,6 +10,7 @@
 """
 from fastconv.callbacks import History
 from fastconv.models.saving import load_model, save_model
+from fastconv.models.model import Model
 from fastconv.models.sequential import Sequential
 
-__all__ = ["Sequential", "load_model", "save_model", "History"]
+__all__ = ["Model", "Sequential", "load_model", "save_model", "History"]

@@ -23,7 +23,19 @@ def is_generator(x):
 
 
 def num_samples(array):
+    """Rows of an array (of the first array of a list, for models with several inputs)."""
+    if isinstance(array, (list, tuple)):
+        return num_samples(array[0]) if array else 0
     return array.shape[0] if array.ndim else 0
+
+
+def _rows(data, rows):
+    """``data[rows]`` for an array, or for each array of a list (None entries stay None)."""
+    if data is None:
+        return None
+    if isinstance(data, (list, tuple)):
+        return [None if a is None else a[rows] for a in data]
+    return data[rows]
 
 
 class ArrayBatches:
@@ -53,14 +65,15 @@ class ArrayBatches:
         order = self.rng.permutation(self.n) if self.shuffle else None
         for start in range(0, self.n, self.batch_size):
             rows = slice(start, start + self.batch_size) if order is None else order[start:start + self.batch_size]
-            yield self.x[rows], (None if self.y is None else self.y[rows])
+            yield _rows(self.x, rows), _rows(self.y, rows)
 
 
 class GeneratorBatches:
     """Batches drawn from a data generator (see the module notes)."""
 
-    def __init__(self, source, steps=None, mode="fit"):
+    def __init__(self, source, steps=None, mode="fit", n_inputs=1, n_outputs=1):
         self.source = source
+        self.n_inputs, self.n_outputs = n_inputs, n_outputs
         if steps is None:
             try:
                 steps = len(source)
@@ -115,8 +128,21 @@ class GeneratorBatches:
             produced += 1
             yield self._split(item)
 
+    @staticmethod
+    def _arrays(value, count):
+        """One array, or a list of ``count`` arrays for a model with several inputs (outputs)."""
+        if count > 1 and isinstance(value, (list, tuple)):
+            return [None if v is None else np.asarray(v) for v in value]
+        if count > 1 and isinstance(value, dict):
+            return value
+        return np.asarray(value)
+
     def _split(self, item):
         if self.mode == "predict":
+            if self.n_inputs > 1:
+                if isinstance(item, tuple) and len(item) in (1, 2, 3) and isinstance(item[0], (list, dict)):
+                    item = item[0]
+                return self._arrays(item, self.n_inputs), None
             if isinstance(item, (tuple, list)) and not isinstance(item, np.ndarray):
                 return np.asarray(item[0]), None
             return np.asarray(item), None
@@ -126,4 +152,4 @@ class GeneratorBatches:
         if len(item) == 3:
             raise ValueError("sample weights are not supported: the data generator must yield (x, y) pairs; "
                              "received (x, y, sample_weight) triples")
-        return np.asarray(item[0]), np.asarray(item[1])
+        return self._arrays(item[0], self.n_inputs), self._arrays(item[1], self.n_outputs)

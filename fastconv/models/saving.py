@@ -100,7 +100,14 @@ def _read_archive(path, expected_format):
 
 
 def _weight_arrays(model):
-    return {f"weights/{w.path}": w.value for w in model.weights}
+    arrays = {}
+    for w in model.weights:
+        key = f"weights/{w.path}"
+        if key in arrays:
+            raise ValueError(f"model {model.name!r} holds two weights named {w.path!r} (two nested layers share a "
+                             f"name); rename one of the layers before saving")
+        arrays[key] = w.value
+    return arrays
 
 
 def _weight_order(model):
@@ -122,12 +129,13 @@ def _assign_weights(model, arrays, path):
 def save_model(model, filepath, overwrite=True, include_optimizer=True):
     """Save architecture, weights, compile settings and optimizer state to one file (see the module notes)."""
     from fastconv import __version__
+    from fastconv.models import serialization
 
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built before it is saved: give it an Input or call it on "
                          f"data first")
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastconv_version": __version__,
-              "model": {"class_name": type(model).__name__, "config": model.get_config()},
+              "model": serialization.serialize(model),
               "compile": model.get_compile_config() if include_optimizer else None,
               "weights": _weight_order(model)}
     arrays = _weight_arrays(model)
@@ -152,7 +160,7 @@ def load_model(filepath, compile=True):
 
     Returns
     -------
-    fastconv.Sequential
+    fastconv.Sequential or fastconv.Model
 
     Raises
     ------
@@ -160,20 +168,29 @@ def load_model(filepath, compile=True):
         If the file is not a fastconv model file or does not match its own architecture.
     """
     from fastconv import losses, metrics, optimizers
-    from fastconv.models.sequential import Sequential
+    from fastconv.models import serialization
 
     config, arrays = _read_archive(filepath, FORMAT)
     model_config = config["model"]
-    if model_config.get("class_name") != "Sequential":
+    if model_config.get("class_name") not in ("Sequential", "Functional"):
         raise ValueError(f"filepath holds an unknown model class {model_config.get('class_name')!r}; received "
                          f"filepath={os.fspath(filepath)!r}")
-    model = Sequential.from_config(model_config["config"])
+    model = serialization.deserialize(model_config)
     _assign_weights(model, arrays, filepath)
     compile_config = config.get("compile")
     if compile and compile_config:
         optimizer = optimizers.deserialize(compile_config["optimizer"])
-        model.compile(optimizer=optimizer, loss=losses.get(compile_config["loss"]),
-                      metrics=[metrics.deserialize(m) for m in compile_config.get("metrics") or []])
+
+        def rebuild(entry, leaf):
+            if isinstance(entry, dict) and "class_name" not in entry:
+                return {k: rebuild(v, leaf) for k, v in entry.items()}
+            if isinstance(entry, list):
+                return [rebuild(v, leaf) for v in entry]
+            return None if entry is None else leaf(entry)
+
+        model.compile(optimizer=optimizer, loss=rebuild(compile_config["loss"], losses.get),
+                      metrics=rebuild(compile_config.get("metrics") or [], metrics.deserialize),
+                      loss_weights=compile_config.get("loss_weights"))
         slots = {}
         for name, value in arrays.items():
             if name.startswith("optimizer/"):

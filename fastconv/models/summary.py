@@ -17,16 +17,26 @@ def summary_lines(model, line_length=None, positions=None):
     Columns: ``Layer (type)``, ``Output Shape``, ``Param #``; then total, trainable and non-trainable parameter
     counts with their size in memory.
     """
-    rows = [(f" {layer.name} ({type(layer).__name__})", format_shape(layer.output_shape),
-             f"{layer.count_params():,}") for layer in model.layers]
-    headers = (" Layer (type)", "Output Shape", "Param #")
-    line_length = line_length or 65
-    positions = positions or [0.45, 0.85, 1.0]
+    graph = getattr(model, "_graph", None)
+    connected = graph is not None and type(model).__name__ != "Sequential"
+    rows = []
+    for layer in model.layers:
+        shape = layer.output_shape
+        shape = ", ".join(format_shape(s) for s in shape) if isinstance(shape, list) else format_shape(shape)
+        row = [f" {layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"]
+        if connected:
+            sources = [f"{t.layer.name}[{t.node.index}][{t.index}]" for node in graph.nodes if node.layer is layer
+                       for t in node.inputs]
+            row.append(", ".join(sources) if sources else "-")
+        rows.append(tuple(row))
+    headers = (" Layer (type)", "Output Shape", "Param #") + (("Connected to",) if connected else ())
+    line_length = line_length or (98 if connected else 65)
+    positions = positions or ([0.33, 0.55, 0.67, 1.0] if connected else [0.45, 0.85, 1.0])
     if positions[-1] <= 1:
         positions = [int(line_length * p) for p in positions]
-    widths = [positions[0], positions[1] - positions[0], positions[2] - positions[1]]
+    widths = [positions[0]] + [b - a for a, b in zip(positions, positions[1:])]
     # Widen a column rather than cut a name or a shape.
-    for i in range(3):
+    for i in range(len(headers)):
         longest = max([len(headers[i])] + [len(row[i]) for row in rows]) + 2
         widths[i] = max(widths[i], longest)
     total_width = sum(widths)

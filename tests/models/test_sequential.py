@@ -120,7 +120,7 @@ def test_model_built_lazily_from_data(rng):
     model.compile("sgd", "binary_crossentropy", ["accuracy"])
     x = rng.standard_normal((20, 5)).astype(np.float32)
     model.fit(x, (x[:, 0] > 0).astype(np.float32), epochs=1, verbose=0)
-    assert model.built and model.input_shape == (None, 5) and model._fused
+    assert model.built and model.input_shape == (None, 5) and model._fused == [True]
 
 
 def test_compile_with_names_and_objects():
@@ -132,7 +132,7 @@ def test_compile_with_names_and_objects():
     model.compile(optimizer=opt, loss=loss, metrics=[metrics.CategoricalAccuracy()])
     assert model.optimizer is opt and model.loss is loss and model.metrics_names == ["loss", "categorical_accuracy"]
     model.compile(optimizer="rmsprop", loss="mse")
-    assert isinstance(model.optimizer, optimizers.RMSprop) and not model._fused
+    assert isinstance(model.optimizer, optimizers.RMSprop) and model._fused == [False]
 
 
 # ---- fit / evaluate / predict -----------------------------------------------------------------------------------
