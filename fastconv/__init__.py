@@ -28,6 +28,7 @@ from fastconv.functional import (
     global_max_pool2d,
     global_max_pool2d_grad,
 )
+from fastconv.functional import depthwise_conv2d, depthwise_conv2d_grad_input, depthwise_conv2d_grad_weight
 # The Keras-style API (pure Python over the functional API; optional dependencies load inside functions).
 from fastconv import activations, callbacks, initializers, layers, losses, metrics, optimizers, utils
 from fastconv.models import Model, Sequential, load_model
@@ -38,6 +39,9 @@ __all__ = [
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "conv2d_grad_bias",
+    "depthwise_conv2d",
+    "depthwise_conv2d_grad_input",
+    "depthwise_conv2d_grad_weight",
     "max_pool2d",
     "max_pool2d_grad",
     "avg_pool2d",

@@ -35,9 +35,16 @@ def _is_depthwise_like(problem):
     return _channels_per_group(problem) * problem.kernel_h * problem.kernel_w < 16
 
 
+def is_depthwise(problem):
+    """groups == in_channels (any channel multiplier): with algorithm="auto" conv_depthwise's kernels run it."""
+    return problem.groups == problem.in_c and problem.in_c > 1
+
+
 def choose_forward(problem, requested):
     if requested != "auto":
         return requested
+    if is_depthwise(problem):
+        return "depthwise"
     # The direct kernels work in NHWC; for channels_first input with very few channels (RGB) the layout
     # transposes around them cost more than im2col's GEMM, which writes NCHW directly (measured 2x on 3 channels).
     if not problem.channels_last and problem.in_c // problem.groups <= 4 and not _is_depthwise_like(problem):
@@ -48,6 +55,8 @@ def choose_forward(problem, requested):
 def choose_grad_input(problem, requested, n_threads):
     if requested != "auto":
         return requested
+    if is_depthwise(problem):
+        return "depthwise"
     if _is_depthwise_like(problem):
         return "direct"
     # With stride 1 the direct input gradient is a register-tiled convolution whose lanes run over the input
@@ -60,6 +69,8 @@ def choose_grad_input(problem, requested, n_threads):
 def choose_grad_weight(problem, requested):
     if requested != "auto":
         return requested
+    if is_depthwise(problem):
+        return "depthwise"
     # With few input channels per group, im2col's per-tap GEMMs are too thin; the register-tiled direct kernel
     # keeps its tile full (measured: 5x on 3-channel layers, ahead up to 32 channels).
     if _is_depthwise_like(problem) or problem.in_c // problem.groups <= 32:

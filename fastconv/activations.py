@@ -4,9 +4,9 @@ Every activation is an :class:`Activation` object: calling it applies the functi
 axis), and :meth:`Activation.backward` maps the gradient of the loss with respect to the output back to the
 input. Layers take them by name, as in Keras (``Dense(64, activation="relu")``).
 
-Names: ``"linear"`` (also ``None``), ``"relu"``, ``"sigmoid"``, ``"softmax"``, ``"tanh"``. The module-level
-functions (``fastconv.activations.relu`` ...) are the same objects, so ``activation=fastconv.activations.relu``
-works too.
+Names: ``"linear"`` (also ``None``), ``"relu"``, ``"sigmoid"``, ``"softmax"``, ``"tanh"``, ``"elu"``,
+``"leaky_relu"``. The module-level functions (``fastconv.activations.relu`` ...) are the same objects, so
+``activation=fastconv.activations.relu`` works too.
 
 All of them keep the input's dtype (float32 stays float32) and are written to stay finite on extreme inputs:
 ``sigmoid`` never evaluates ``exp`` of a positive number and ``softmax`` subtracts the row maximum first.
@@ -23,7 +23,7 @@ array([[0.5, 0.5]])
 """
 import numpy as np
 
-__all__ = ["Activation", "get", "serialize", "linear", "relu", "sigmoid", "softmax", "tanh"]
+__all__ = ["Activation", "get", "serialize", "linear", "relu", "sigmoid", "softmax", "tanh", "elu", "leaky_relu"]
 
 
 class Activation:
@@ -139,13 +139,47 @@ class _Tanh(Activation):
         return grad_y * (1 - y * y)
 
 
+class _LeakyReLU(_ReLU):
+    """Keras's leaky_relu: ``x`` for ``x >= 0``, ``negative_slope * x`` below (slope 0.2 by default, as
+    ``keras.activations.leaky_relu``; the LeakyReLU layer's default is 0.3). Derivative at 0: the slope."""
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope=0.2):
+        super().__init__(negative_slope=negative_slope)
+
+
+class _ELU(Activation):
+    """Keras's elu: ``x`` for ``x > 0``, ``alpha * (exp(x) - 1)`` otherwise (``expm1`` of a non-positive number
+    only, so no overflow); derivative ``alpha * exp(x)`` for ``x <= 0`` (as PyTorch takes it at 0)."""
+
+    name = "elu"
+
+    def __init__(self, alpha=1.0):
+        self.alpha = float(alpha)
+
+    def __call__(self, x):
+        t = x.dtype.type
+        negative = np.expm1(np.minimum(x, t(0)))
+        negative *= t(self.alpha)
+        return np.where(x > 0, x, negative)
+
+    def backward(self, grad_y, x, y):
+        t = grad_y.dtype.type
+        slope = np.exp(np.minimum(x, t(0)))
+        slope *= t(self.alpha)
+        return grad_y * np.where(x > 0, t(1), slope)
+
+
 linear = _Linear()
 relu = _ReLU()
 sigmoid = _Sigmoid()
 softmax = _Softmax()
 tanh = _Tanh()
+elu = _ELU()
+leaky_relu = _LeakyReLU()
 
-_BY_NAME = {a.name: a for a in (linear, relu, sigmoid, softmax, tanh)}
+_BY_NAME = {a.name: a for a in (linear, relu, sigmoid, softmax, tanh, elu, leaky_relu)}
 
 
 def get(identifier):

@@ -108,7 +108,10 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
     bc = None if b_arr is None else check.contiguous(b_arr, dtype)
     n_threads = get_num_threads()
 
-    if _planning.choose_forward(problem, requested) == "direct":
+    algorithm = _planning.choose_forward(problem, requested)
+    if algorithm == "depthwise":
+        return _depthwise._forward(problem, xc, wc, bc, result, n_threads)
+    if algorithm == "direct":
         if channels_last:
             _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads)
         else:
@@ -179,7 +182,10 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     wc = check.contiguous(w_arr, dtype)
     n_threads = get_num_threads()
 
-    if _planning.choose_grad_input(problem, requested, n_threads) == "direct":
+    algorithm = _planning.choose_grad_input(problem, requested, n_threads)
+    if algorithm == "depthwise":
+        return _depthwise._grad_input(problem, goc, wc, n_threads)
+    if algorithm == "direct":
         hwio = wc if channels_last else _layout.oihw_to_hwio(wc)
         go_nhwc = goc if channels_last else _layout.nchw_to_nhwc(goc)
         nhwc = np.empty((problem.batch, problem.in_h, problem.in_w, problem.in_c), dtype=dtype)
@@ -247,7 +253,10 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
     n_threads = get_num_threads()
     r, s, cg, k = problem.kernel_h, problem.kernel_w, problem.in_c // problem.groups, problem.out_c
 
-    if _planning.choose_grad_weight(problem, requested) == "direct":
+    algorithm = _planning.choose_grad_weight(problem, requested)
+    if algorithm == "depthwise":
+        return _depthwise._grad_weight(problem, goc, xc, n_threads).reshape(weight_shape)
+    if algorithm == "direct":
         go_nhwc = goc if channels_last else _layout.nchw_to_nhwc(goc)
         x_nhwc = xc if channels_last else _layout.nchw_to_nhwc(xc)
         if _planning.use_register_tiles(problem):
@@ -390,3 +399,24 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
         return result
     pooling.backward(check.contiguous(go, dtype), idx64, result, problem.geometry, channels_last, n_threads)
     return result
+
+
+# Average and global pooling live in their own module (same floor); re-exported so this module is the whole API.
+from fastconv.functional_pooling import (  # noqa: E402
+    avg_pool2d, avg_pool2d_grad, global_avg_pool2d, global_avg_pool2d_grad, global_max_pool2d,
+    global_max_pool2d_grad,
+)
+
+__all__ += [
+    "avg_pool2d", "avg_pool2d_grad", "global_avg_pool2d", "global_avg_pool2d_grad", "global_max_pool2d",
+    "global_max_pool2d_grad",
+]
+
+# Depthwise convolution (groups == in_channels, with a channel multiplier) has kernels of its own; conv2d routes
+# groups == in_channels there with algorithm="auto".
+from fastconv import functional_depthwise as _depthwise  # noqa: E402
+from fastconv.functional_depthwise import (  # noqa: E402
+    depthwise_conv2d, depthwise_conv2d_grad_input, depthwise_conv2d_grad_weight,
+)
+
+__all__ += ["depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight"]

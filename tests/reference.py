@@ -362,3 +362,259 @@ def max_pool2d_grad(gy, indices, input_shape, data_format="channels_last"):
     target = (plane + ic.astype(np.int64)).ravel()
     gx = np.bincount(target, weights=gyc.ravel(), minlength=N * C * H * W).reshape(N, C, H, W)
     return from_channels_first(gx, data_format)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batch normalisation (reference for fastconv.functional_norm / layers.BatchNormalization)
+# ----------------------------------------------------------------------------------------------------------------
+# Plain float64, the statistics by np.mean / np.var, and the training-mode input gradient derived step by step
+# through the variance and the mean (the textbook chain rule), not with the compact closed form fastconv uses.
+
+
+def _bn_layout(ndim, axis):
+    """(reduction axes, broadcast shape of a per-channel vector) for feature axis ``axis``."""
+    axis = axis % ndim
+    reduce = tuple(i for i in range(ndim) if i != axis)
+    shape = [1] * ndim
+    shape[axis] = -1
+    return reduce, tuple(shape)
+
+
+def batch_norm_moments(x, axis=-1):
+    """Per-channel mean and biased variance (divided by the count), float64."""
+    x = np.asarray(x, dtype=np.float64)
+    reduce, _ = _bn_layout(x.ndim, axis)
+    return x.mean(axis=reduce), x.var(axis=reduce)
+
+
+def batch_norm_forward(x, mean, variance, gamma=None, beta=None, axis=-1, epsilon=1e-3):
+    """``(x - mean) / sqrt(variance + epsilon) * gamma + beta``, per channel along ``axis``; float64."""
+    x = np.asarray(x, dtype=np.float64)
+    _, shape = _bn_layout(x.ndim, axis)
+    c = x.shape[axis]
+    gamma = np.ones(c) if gamma is None else np.asarray(gamma, dtype=np.float64)
+    beta = np.zeros(c) if beta is None else np.asarray(beta, dtype=np.float64)
+    mean, variance = (np.asarray(v, dtype=np.float64).reshape(shape) for v in (mean, variance))
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def batch_norm_backward(gy, x, gamma=None, axis=-1, epsilon=1e-3, mean=None, variance=None):
+    """``(grad_x, grad_gamma, grad_beta)`` of :func:`batch_norm_forward`.
+
+    Without ``mean``/``variance`` the forward used the batch's own statistics (training), so the input gradient
+    also flows through them; with them (inference statistics) they are constants.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    gy = np.asarray(gy, dtype=np.float64)
+    reduce, shape = _bn_layout(x.ndim, axis)
+    c = x.shape[axis]
+    gamma = np.ones(c) if gamma is None else np.asarray(gamma, dtype=np.float64)
+    batch = mean is None
+    if batch:
+        mean, variance = batch_norm_moments(x, axis)
+    mu = np.asarray(mean, dtype=np.float64).reshape(shape)
+    var = np.asarray(variance, dtype=np.float64).reshape(shape)
+    inv = 1.0 / np.sqrt(var + epsilon)
+    xmu = x - mu
+    x_hat = xmu * inv
+    grad_gamma = np.sum(gy * x_hat, axis=reduce)
+    grad_beta = np.sum(gy, axis=reduce)
+    d_xhat = gy * gamma.reshape(shape)
+    if not batch:
+        return d_xhat * inv, grad_gamma, grad_beta
+    n = x.size // c
+    d_var = np.sum(d_xhat * xmu, axis=reduce, keepdims=True) * -0.5 * inv ** 3
+    d_mu = np.sum(-d_xhat * inv, axis=reduce, keepdims=True) + d_var * np.sum(-2.0 * xmu, axis=reduce,
+                                                                              keepdims=True) / n
+    grad_x = d_xhat * inv + d_var * 2.0 * xmu / n + d_mu / n
+    return grad_x, grad_gamma, grad_beta
+
+
+def batch_norm_moving_average(moving, batch_statistic, momentum=0.99):
+    """Keras's update of a moving statistic: ``moving * momentum + batch * (1 - momentum)`` (float64)."""
+    return np.asarray(moving, dtype=np.float64) * momentum + np.asarray(batch_statistic, np.float64) * (1 - momentum)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Average pooling and global pooling (reference for fastconv.functional_pooling)
+# ----------------------------------------------------------------------------------------------------------------
+# Average pooling pads the plane explicitly and divides each window's sum by the sum of a "counted" mask over the
+# same window: 1 on real cells, also 1 on padding cells with count_include_pad, always 0 on the cells a ceil_mode
+# window reaches beyond the padding (PyTorch's divisor).  The gradient is the adjoint of those window slices.
+
+
+def _avg_pool_planes(H, W, pool_size, stride, padding, ceil_mode, count_include_pad):
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (OH, OW) = _pool_geometry(H, W, pool_size, stride, padding, ceil_mode)
+    Hp = max(H + pt + pb, (OH - 1) * sh + kh)
+    Wp = max(W + pl + pr, (OW - 1) * sw + kw)
+    counted = np.zeros((Hp, Wp))
+    if count_include_pad:
+        counted[:H + pt + pb, :W + pl + pr] = 1.0
+    else:
+        counted[pt:pt + H, pl:pl + W] = 1.0
+    divisor = np.zeros((OH, OW))
+    for i in range(kh):
+        for j in range(kw):
+            hs, ws = _tap_slices(i, j, (OH, OW), (sh, sw), (1, 1))
+            divisor += counted[hs, ws]
+    return (kh, kw), (sh, sw), (pt, pl), (Hp, Wp), (OH, OW), divisor
+
+
+def avg_pool2d(x, pool_size=2, stride=None, padding="valid", ceil_mode=False, count_include_pad=False,
+               data_format="channels_last"):
+    """Average pooling, PyTorch's ``avg_pool2d(ceil_mode, count_include_pad)`` generalised to asymmetric padding
+    (``count_include_pad=False`` is TensorFlow's "same" average pooling); float64."""
+    xc = to_channels_first(x, data_format)
+    N, C, H, W = xc.shape
+    (kh, kw), (sh, sw), (pt, pl), (Hp, Wp), (OH, OW), divisor = _avg_pool_planes(
+        H, W, pool_size, stride, padding, ceil_mode, count_include_pad)
+    xp = np.zeros((N, C, Hp, Wp))
+    xp[:, :, pt:pt + H, pl:pl + W] = xc
+    total = np.zeros((N, C, OH, OW))
+    for i in range(kh):
+        for j in range(kw):
+            hs, ws = _tap_slices(i, j, (OH, OW), (sh, sw), (1, 1))
+            total += xp[:, :, hs, ws]
+    return from_channels_first(total / divisor, data_format)
+
+
+def avg_pool2d_grad(gy, input_shape, pool_size=2, stride=None, padding="valid", ceil_mode=False,
+                    count_include_pad=False, data_format="channels_last"):
+    """Adjoint of :func:`avg_pool2d`: each ``gy`` cell divided by its window's divisor, added onto the window."""
+    N, C, H, W = _shape_to_channels_first(input_shape, data_format)
+    (kh, kw), (sh, sw), (pt, pl), (Hp, Wp), (OH, OW), divisor = _avg_pool_planes(
+        H, W, pool_size, stride, padding, ceil_mode, count_include_pad)
+    gyc = to_channels_first(gy, data_format)
+    if gyc.shape != (N, C, OH, OW):
+        raise ValueError("grad_output shape does not match the pooled input shape")
+    share = gyc / divisor
+    gp = np.zeros((N, C, Hp, Wp))
+    for i in range(kh):
+        for j in range(kw):
+            hs, ws = _tap_slices(i, j, (OH, OW), (sh, sw), (1, 1))
+            gp[:, :, hs, ws] += share
+    return from_channels_first(gp[:, :, pt:pt + H, pl:pl + W], data_format)
+
+
+def global_avg_pool2d(x, data_format="channels_last"):
+    """Mean over H and W -> ``(N, C)`` float64."""
+    return to_channels_first(x, data_format).mean(axis=(2, 3))
+
+
+def global_avg_pool2d_grad(gy, input_shape, data_format="channels_last"):
+    """``gy[n, c] / (H * W)`` on every cell of plane ``(n, c)``."""
+    N, C, H, W = _shape_to_channels_first(input_shape, data_format)
+    g = np.asarray(gy, dtype=np.float64).reshape(N, C, 1, 1) / (H * W)
+    return from_channels_first(np.broadcast_to(g, (N, C, H, W)), data_format)
+
+
+def global_max_pool2d(x, data_format="channels_last"):
+    """Max over H and W -> ``(out, indices)``, both ``(N, C)``; ``indices`` is the flat ``h * W + w`` of the first
+    maximum (a NaN counts as the maximum, so the value is NaN and the index that of the first NaN)."""
+    xc = to_channels_first(x, data_format)
+    N, C, H, W = xc.shape
+    flat = xc.reshape(N, C, H * W)
+    idx = np.argmax(flat, axis=2).astype(np.int64)  # np.argmax: first maximum, first NaN
+    return np.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0], idx
+
+
+def global_max_pool2d_grad(gy, indices, input_shape, data_format="channels_last"):
+    """``gy[n, c]`` onto the cell ``indices[n, c]`` of plane ``(n, c)``, zero elsewhere."""
+    N, C, H, W = _shape_to_channels_first(input_shape, data_format)
+    gx = np.zeros((N, C, H * W))
+    np.put_along_axis(gx, np.asarray(indices, dtype=np.int64).reshape(N, C, 1),
+                      np.asarray(gy, dtype=np.float64).reshape(N, C, 1), axis=2)
+    return from_channels_first(gx.reshape(N, C, H, W), data_format)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Depthwise convolution (channel multiplier M: input channel c feeds output channels c*M + m)
+# ----------------------------------------------------------------------------------------------------------------
+# Weights: (R, S, C, M) for channels_last (Keras's DepthwiseConv2D kernel), (C*M, 1, R, S) for channels_first
+# (PyTorch's depthwise layout). Internally (C, M, R, S).
+
+
+def _depthwise_weight_cmrs(w, data_format, channels):
+    _check_format(data_format)
+    w = np.asarray(w, dtype=np.float64)
+    if data_format == "channels_last":
+        return w.transpose(2, 3, 0, 1)
+    k, _, r, s = w.shape
+    return w.reshape(channels, k // channels, r, s)
+
+
+def _depthwise_weight_from_cmrs(w, data_format):
+    c, m, r, s = w.shape
+    if data_format == "channels_last":
+        return np.ascontiguousarray(w.transpose(2, 3, 0, 1))
+    return np.ascontiguousarray(w.reshape(c * m, 1, r, s))
+
+
+def _depthwise_geometry(hw, rs, stride, padding, dilation):
+    stride = pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    pads = resolve_padding(padding, hw, rs, stride, dilation)
+    (pt, pb), (pl, pr) = pads
+    out_hw = (output_size(hw[0], rs[0], stride[0], dilation[0], pt, pb),
+              output_size(hw[1], rs[1], stride[1], dilation[1], pl, pr))
+    return stride, dilation, pads, out_hw
+
+
+def depthwise_conv2d(x, w, b=None, stride=1, padding="valid", dilation=1, data_format="channels_last"):
+    """``y[n, c*M + m, oh, ow] = b[c*M + m] + sum_{r, s} xpad[n, c, oh*sh + r*dh, ow*sw + s*dw] * w[c, m, r, s]``."""
+    xc = to_channels_first(x, data_format)
+    N, C, H, W = xc.shape
+    wc = _depthwise_weight_cmrs(w, data_format, C)
+    _, M, R, S = wc.shape
+    stride, dilation, ((pt, pb), (pl, pr)), (OH, OW) = _depthwise_geometry((H, W), (R, S), stride, padding,
+                                                                           dilation)
+    xp = np.pad(xc, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    y = np.zeros((N, C, M, OH, OW), dtype=np.float64)
+    for r in range(R):
+        for s in range(S):
+            hs, ws = _tap_slices(r, s, (OH, OW), stride, dilation)
+            y += xp[:, :, None, hs, ws] * wc[None, :, :, r, s, None, None]
+    y = y.reshape(N, C * M, OH, OW)
+    if b is not None:
+        y += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return from_channels_first(y, data_format)
+
+
+def depthwise_conv2d_grad_input(gy, w, input_shape, stride=1, padding="valid", dilation=1,
+                                data_format="channels_last"):
+    """Adjoint of :func:`depthwise_conv2d` with respect to ``x``: each tap scatters ``sum_m gy * w`` back."""
+    N, C, H, W = _shape_to_channels_first(input_shape, data_format)
+    wc = _depthwise_weight_cmrs(w, data_format, C)
+    _, M, R, S = wc.shape
+    stride, dilation, ((pt, pb), (pl, pr)), (OH, OW) = _depthwise_geometry((H, W), (R, S), stride, padding,
+                                                                           dilation)
+    gyc = to_channels_first(gy, data_format).reshape(N, C, M, OH, OW)
+    gxp = np.zeros((N, C, H + pt + pb, W + pl + pr), dtype=np.float64)
+    for r in range(R):
+        for s in range(S):
+            hs, ws = _tap_slices(r, s, (OH, OW), stride, dilation)
+            gxp[:, :, hs, ws] += np.einsum("ncmhw,cm->nchw", gyc, wc[:, :, r, s])
+    return from_channels_first(gxp[:, :, pt:pt + H, pl:pl + W], data_format)
+
+
+def depthwise_conv2d_grad_weight(gy, x, weight_shape, stride=1, padding="valid", dilation=1,
+                                 data_format="channels_last"):
+    """``gw[c, m, r, s] = sum_{n, oh, ow} gy[n, c*M + m, oh, ow] * xpad[n, c, oh*sh + r*dh, ow*sw + s*dw]``, returned
+    in ``weight_shape``'s layout."""
+    xc = to_channels_first(x, data_format)
+    N, C, H, W = xc.shape
+    if data_format == "channels_last":
+        R, S, _, M = (int(v) for v in weight_shape)
+    else:
+        K, _, R, S = (int(v) for v in weight_shape)
+        M = K // C
+    stride, dilation, ((pt, pb), (pl, pr)), (OH, OW) = _depthwise_geometry((H, W), (R, S), stride, padding,
+                                                                           dilation)
+    gyc = to_channels_first(gy, data_format).reshape(N, C, M, OH, OW)
+    xp = np.pad(xc, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    gw = np.zeros((C, M, R, S), dtype=np.float64)
+    for r in range(R):
+        for s in range(S):
+            hs, ws = _tap_slices(r, s, (OH, OW), stride, dilation)
+            gw[:, :, r, s] = np.einsum("ncmhw,nchw->cm", gyc, xp[:, :, hs, ws])
+    return _depthwise_weight_from_cmrs(gw, data_format)

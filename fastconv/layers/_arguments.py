@@ -96,3 +96,23 @@ def dtype(value):
     if result not in (np.dtype("float32"), np.dtype("float64")):
         raise ValueError(f'dtype must be "float32" or "float64"; received dtype={value!r}')
     return result
+
+
+def real(value, name, minimum=None, maximum=None):
+    """A real number (not a bool) as a float, within [minimum, maximum] when given; NaN is rejected."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a float; received {name}={value!r}")
+    if (minimum is not None and not value >= minimum) or (maximum is not None and not value <= maximum) \
+            or value != value:
+        bounds = {(True, True): f"in [{minimum}, {maximum}]", (True, False): f"at least {minimum}",
+                  (False, True): f"at most {maximum}", (False, False): "a number"}
+        raise ValueError(f"{name} must be {bounds[minimum is not None, maximum is not None]}; "
+                         f"received {name}={value!r}")
+    return float(value)
+
+
+def boolean(value, name):
+    """A bool (NumPy's included); anything else is a TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; received {name}={value!r}")
+    return bool(value)
