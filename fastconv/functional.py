@@ -109,8 +109,8 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
     n_threads = get_num_threads()
 
     algorithm = _planning.choose_forward(problem, requested)
-    if algorithm == "depthwise":
-        return _depthwise._forward(problem, xc, wc, bc, result, n_threads)
+    if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
+        return _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
     if algorithm == "direct":
         if channels_last:
             _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads)

@@ -35,6 +35,13 @@ CASES = [
     (1, 12, 12, 6, 2, (5, 5), 2, "same", 1),                # 5x5 stride 2
     (1, 1, 9, 3, 1, (1, 3), 1, "same", 1),                  # H = 1
     (2, 5, 4, 3, 1, (5, 4), 1, "valid", 1),                 # kernel = input: 1x1 output
+    # whole lane blocks and no multiplier: interior pixels read the input directly, borders from packed columns
+    (2, 9, 10, 32, 1, (3, 3), 1, "same", 1),
+    (1, 11, 12, 32, 1, (3, 3), 2, "same", 1),
+    (1, 7, 9, 48, 1, (3, 3), 2, "valid", 1),
+    (1, 8, 8, 16, 1, (3, 3), 1, ((1, 0), (0, 2)), 1),
+    (1, 6, 4, 16, 1, (5, 5), 1, 2, 1),                      # narrower than the kernel: every pixel a border one
+    (1, 6, 7, 16, 1, (5, 5), 2, "same", 1),
 ]
 
 
@@ -117,11 +124,19 @@ def test_work_plans_do_not_change_results(rng, data_format, monkeypatch):
 
     default = run()
     monkeypatch.setattr(functional_depthwise, "RING_BYTES", 1)
+    monkeypatch.setattr(functional_depthwise, "MIN_GROUP_BLOCKS", 1)
     monkeypatch.setattr(functional_depthwise, "MIN_UNITS", 64)
     monkeypatch.setattr(functional_depthwise, "MIN_BAND_ROWS", 1)
-    small = run()
+    plans = (functional_depthwise._forward_plan, functional_depthwise._grad_input_plan)
+    for plan in plans:                     # plans are cached per problem
+        plan.cache_clear()
+    try:
+        small = run()
+    finally:
+        for plan in plans:
+            plan.cache_clear()
     if data_format == "channels_last":
-        group_blocks, band_rows = functional_depthwise._forward_plan(
+        group_blocks, band_rows = functional_depthwise._forward_plan.__wrapped__(
             fastconv._problem.conv_problem(x.shape, (3, 3, 1, 80), stride=1, padding="same", dilation=1, groups=40,
                                            channels_last=True), 4)
         assert group_blocks == 1 and band_rows < 19
@@ -278,8 +293,9 @@ for df in ("channels_last", "channels_first"):
         kw = dict(stride=s, padding=p, dilation=d, data_format=df)
         y = fastconv.depthwise_conv2d(x, wt, **kw)
         g = rng.standard_normal(y.shape).astype(np.float32)
-        out[f"{df}{case}"] = np.concatenate([y.ravel(), fastconv.depthwise_conv2d_grad_input(g, wt, x.shape, **kw).ravel(),
-                                             fastconv.depthwise_conv2d_grad_weight(g, x, wt.shape, **kw).ravel()])
+        gx = fastconv.depthwise_conv2d_grad_input(g, wt, x.shape, **kw)
+        gw = fastconv.depthwise_conv2d_grad_weight(g, x, wt.shape, **kw)
+        out[f"{df}{case}"] = np.concatenate([y.ravel(), gx.ravel(), gw.ravel()])
 np.savez(sys.argv[1], **out)
 print(fastconv.show_config()["isa"])
 """
@@ -426,3 +442,19 @@ def test_out_must_not_overlap_an_input():
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match=r"out.*writable"):
         fastconv.depthwise_conv2d(X, W, padding="same", out=frozen)
+
+
+@pytest.mark.parametrize("data_format", DF)
+def test_streaming_stores_write_the_same_values(rng, data_format, monkeypatch):
+    """Outputs past STREAM_BYTES are written with non-temporal stores into 64-byte aligned arrays."""
+    case = (2, 9, 10, 16, 2, (3, 3), 1, "same", 1)           # K = 32: whole 64-byte lane blocks
+    x, w, b, gy, kw = make(rng, case, data_format, np.float32)
+    plain = (fastconv.depthwise_conv2d(x, w, b, **kw), fastconv.depthwise_conv2d_grad_input(gy, w, x.shape, **kw))
+    monkeypatch.setattr(functional_depthwise, "STREAM_BYTES", 0)
+    streamed = (fastconv.depthwise_conv2d(x, w, b, **kw), fastconv.depthwise_conv2d_grad_input(gy, w, x.shape, **kw))
+    for a, c in zip(plain, streamed):
+        np.testing.assert_array_equal(a, c)
+        if data_format == "channels_last":
+            assert c.ctypes.data % 64 == 0 and c.flags.c_contiguous and c.flags.writeable
+    out = np.zeros_like(plain[0])                           # a user's out= (maybe unaligned): plain stores
+    np.testing.assert_array_equal(fastconv.depthwise_conv2d(x, w, b, out=out, **kw), plain[0])

@@ -6,8 +6,10 @@
 #       + sum_{r, s} x[n, ho*sh - pt + r*dh, wo*sw - pl + s*dw, c] * w[r, s, c*M + m]
 #
 # NHWC kernels vectorise over 64-byte blocks of channels ("lanes": 16 float32 / 8 float64). Their weights are
-# packed lane block by lane block, zero-padded past the last channel (see conv_depthwise.forward_nhwc). Work items are (image, band of rows,
-# group of lane blocks); `group_blocks` and `band_rows` only shape the work, never the results.
+# packed lane block by lane block, zero-padded past the last channel (see conv_depthwise.forward_nhwc). Work items
+# are (image, band of rows, group of lane blocks); `group_blocks` and `band_rows` only shape the work, never the
+# results. With `stream` (used only where the output is 64-byte aligned) the output goes to memory by
+# non-temporal stores.
 # NCHW kernels vectorise along the rows of one channel plane; weights are (K, R*S) (OIHW without its 1 axis).
 from cython cimport floating
 from fastconv._kernels.geometry cimport ConvGeometry
@@ -17,7 +19,7 @@ cdef void depthwise_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N,
                                  const floating[:, :, ::1] weight,     # IN  (K blocks, R*S, lanes)
                                  const floating[::1] bias,             # IN  (Kpad,)
                                  floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
-                                 ConvGeometry geom, Py_ssize_t group_blocks, Py_ssize_t band_rows,
+                                 ConvGeometry geom, Py_ssize_t group_blocks, Py_ssize_t band_rows, bint stream,
                                  int n_threads) noexcept nogil
 
 # Gathered per input pixel (every element of grad_in has one owner).
@@ -25,7 +27,7 @@ cdef void depthwise_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N,
 cdef void depthwise_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, K)
                                     const floating[:, :, ::1] weight_t,     # IN  (C blocks, R*M*S, lanes)
                                     floating[:, :, :, ::1] grad_in,         # OUT (N, H, W, C)
-                                    ConvGeometry geom, Py_ssize_t group_blocks, Py_ssize_t band_rows,
+                                    ConvGeometry geom, Py_ssize_t group_blocks, Py_ssize_t band_rows, bint stream,
                                     int n_threads) noexcept nogil
 
 # Each chunk (image, band of output rows) sums into its own slice of `partial`; the chunks are then added in

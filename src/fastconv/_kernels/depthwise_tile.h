@@ -12,6 +12,12 @@
 #define FASTCONV_DEPTHWISE_TILE_H
 
 #include <stddef.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DW_HAVE_STREAM 1
+#else
+#define DW_HAVE_STREAM 0
+#endif
 
 typedef ptrdiff_t dw_index;
 
@@ -106,6 +112,14 @@ enum { DW_BLOCK_BYTES = 64 };
 #define DW_HAVE_X86_DISPATCH 0
 #endif
 
+/* Orders this thread's non-temporal stores before whatever follows (call once at the end of its work). */
+static void dw_store_fence(void)
+{
+#if DW_HAVE_STREAM
+    _mm_sfence();
+#endif
+}
+
 /* Taps one weight-gradient pass of the channel kernel accumulates at a level. */
 static int dw_gw_taps(int isa)
 {
@@ -138,9 +152,9 @@ static int dw_row_lanes(int isa, int itemsize)
 #define DW_ENTRY_POINTS(T, TN)                                                                                    \
     static void dw_channels_##TN(int isa, dw_index n_taps, const T *const *a, dw_index a_off, dw_index a_step,    \
                                  const T *const *b, dw_index b_off, const T *init, dw_index count, T *out,        \
-                                 dw_index ldo)                                                                    \
+                                 dw_index ldo, int stream)                                                        \
     {                                                                                                             \
-        DW_DISPATCH(TN, channels, (n_taps, a, a_off, a_step, b, b_off, init, count, out, ldo));                   \
+        DW_DISPATCH(TN, channels, (n_taps, a, a_off, a_step, b, b_off, init, count, out, ldo, stream));           \
     }                                                                                                             \
     static void dw_channels_gw_##TN(int isa, dw_index n_taps, const T *const *a, dw_index a_off, dw_index a_step, \
                                     const T *g, dw_index g_step, dw_index count, T *const *acc, dw_index acc_off) \
@@ -148,17 +162,19 @@ static int dw_row_lanes(int isa, int itemsize)
         DW_DISPATCH(TN, channels_gw, (n_taps, a, a_off, a_step, g, g_step, count, acc, acc_off));                 \
     }                                                                                                             \
     static int dw_rowtaps_##TN(int isa, int S, int SW, dw_index n_rows, const T *const *a, dw_index a_off,     \
-                               const T *const *b, dw_index b_off, const T *init, dw_index count, T *out,          \
-                               dw_index ldo)                                                                      \
+                               dw_index cs, const T *const *b, dw_index b_off, const T *init, dw_index count,     \
+                               T *out, dw_index ldo, int stream, dw_index n_blocks, dw_index a_bstep,             \
+                               dw_index b_bstep, dw_index i_bstep, dw_index o_bstep)                              \
     {                                                                                                             \
         int done;                                                                                                 \
-        DW_DISPATCH(TN, rowtaps, (S, SW, n_rows, a, a_off, b, b_off, init, count, out, ldo), done =);            \
+        DW_DISPATCH(TN, rowtaps, (S, SW, n_rows, a, a_off, cs, b, b_off, init, count, out, ldo, stream, n_blocks, \
+                                  a_bstep, b_bstep, i_bstep, o_bstep), done =);                                   \
         return done;                                                                                              \
     }                                                                                                             \
     static int dw_rowtaps_gw_rows_##TN(int isa, int S)                                                            \
     {                                                                                                             \
         int rows;                                                                                                 \
-        DW_DISPATCH(TN, rowtaps_gw_rows, (S), rows =);                                                           \
+        DW_DISPATCH(TN, rowtaps_gw_rows, (S), rows =);                                                            \
         return rows;                                                                                              \
     }                                                                                                             \
     static int dw_rowtaps_gw_##TN(int isa, int S, int SW, dw_index n_rows, const T *const *a, dw_index a_off,  \
@@ -166,8 +182,15 @@ static int dw_row_lanes(int isa, int itemsize)
                                   dw_index acc_step)                                                              \
     {                                                                                                             \
         int done;                                                                                                 \
-        DW_DISPATCH(TN, rowtaps_gw, (S, SW, n_rows, a, a_off, g, g_step, count, acc, acc_off, acc_step), done =);\
+        DW_DISPATCH(TN, rowtaps_gw, (S, SW, n_rows, a, a_off, g, g_step, count, acc, acc_off, acc_step),          \
+                    done =);                                                                                      \
         return done;                                                                                              \
+    }                                                                                                             \
+    static void dw_pack_##TN(int isa, const T *src, dw_index C, dw_index W, dw_index M, dw_index pad_left,        \
+                             dw_index n_cols, dw_index k_lo, dw_index width, dw_index n_blocks, dw_index c0,      \
+                             dw_index c1, T *dst)                                                                 \
+    {                                                                                                             \
+        DW_DISPATCH(TN, pack, (src, C, W, M, pad_left, n_cols, k_lo, width, n_blocks, c0, c1, dst));              \
     }                                                                                                             \
     static void dw_rows_##TN(int isa, dw_index n_taps, const T *const *a, const T *w, T init, dw_index count,    \
                              T *out)                                                                              \

@@ -9,12 +9,41 @@ typedef DW_T DW_CAT(DW_NAME, vec) __attribute__((vector_size(DW_VBYTES), aligned
 #define DW_VPB ((int)(DW_BLOCK_BYTES / DW_VBYTES))
 #define DW_INLINE DW_ATTR static inline __attribute__((always_inline))
 
+/* One vector to memory; with stream, a non-temporal store (p aligned to the vector size): outputs larger than
+ * the caches go to memory without first being read into them. */
+DW_INLINE void DW_CAT(DW_NAME, store)(DW_T *p, DW_CAT(DW_NAME, vec) v, int stream)
+{
+#if DW_HAVE_STREAM
+    if (stream) {
+#if DW_VBYTES == 64
+        if (sizeof(DW_T) == 4)
+            _mm512_stream_ps((float *)p, (__m512)v);
+        else
+            _mm512_stream_pd((double *)p, (__m512d)v);
+#elif DW_VBYTES == 32
+        if (sizeof(DW_T) == 4)
+            _mm256_stream_ps((float *)p, (__m256)v);
+        else
+            _mm256_stream_pd((double *)p, (__m256d)v);
+#else
+        if (sizeof(DW_T) == 4)
+            _mm_stream_ps((float *)p, (__m128)v);
+        else
+            _mm_stream_pd((double *)p, (__m128d)v);
+#endif
+        return;
+    }
+#endif
+    (void)stream;
+    *(DW_CAT(DW_NAME, vec) *)p = v;
+}
+
 /* ---- channel kernels: lanes over 64 bytes of consecutive channels ---- */
 
 /* nb pixels: out[j*ldo + l] = init[l] + sum_t a[t][a_off + j*a_step + l] * b[t][b_off + l]. */
 DW_INLINE void DW_CAT(DW_NAME, channels_block)(const int nb, dw_index n_taps, const DW_T *const *a, dw_index a_off,
                                                dw_index a_step, const DW_T *const *b, dw_index b_off,
-                                               const DW_T *init, DW_T *out, dw_index ldo)
+                                               const DW_T *init, DW_T *out, dw_index ldo, int stream)
 {
     typedef DW_CAT(DW_NAME, vec) vec;
     vec acc[DW_WB][DW_VPB];
@@ -46,7 +75,7 @@ DW_INLINE void DW_CAT(DW_NAME, channels_block)(const int nb, dw_index n_taps, co
     for (j = 0; j < nb; j++) {
 #pragma GCC unroll 4
         for (v = 0; v < DW_VPB; v++)
-            *(vec *)(out + v * DW_VL) = acc[j][v];
+            DW_CAT(DW_NAME, store)(out + v * DW_VL, acc[j][v], stream);
         out += ldo;
     }
 }
@@ -56,7 +85,7 @@ DW_INLINE void DW_CAT(DW_NAME, channels_block)(const int nb, dw_index n_taps, co
  * callers below specialise it, so the addresses of a block's pixels are constant displacements. */
 DW_INLINE void DW_CAT(DW_NAME, channels_run)(dw_index n_taps, const DW_T *const *a, dw_index a_off, dw_index a_step,
                                              const DW_T *const *b, dw_index b_off, const DW_T *init, dw_index count,
-                                             DW_T *out, dw_index ldo)
+                                             DW_T *out, dw_index ldo, int stream)
 {
     dw_index n_blocks = (count + DW_WB - 1) / DW_WB, i, j = 0;
     dw_index size = n_blocks ? count / n_blocks : 0, larger = n_blocks ? count % n_blocks : 0;
@@ -66,7 +95,7 @@ DW_INLINE void DW_CAT(DW_NAME, channels_run)(dw_index n_taps, const DW_T *const 
     case n:                                                                                                       \
         if (n <= DW_WB)                                                                                           \
             DW_CAT(DW_NAME, channels_block)(n <= DW_WB ? n : 1, n_taps, a, a_off + j * a_step, a_step, b, b_off,  \
-                                            init, out + j * ldo, ldo);                                            \
+                                            init, out + j * ldo, ldo, stream);                                    \
         break;
         switch (nb) {
             DW_BLOCK_CASE(1)
@@ -95,15 +124,15 @@ DW_INLINE void DW_CAT(DW_NAME, channels_run)(dw_index n_taps, const DW_T *const 
 
 DW_ATTR static void DW_CAT(DW_NAME, channels)(dw_index n_taps, const DW_T *const *a, dw_index a_off,
                                               dw_index a_step, const DW_T *const *b, dw_index b_off,
-                                              const DW_T *init, dw_index count, DW_T *out, dw_index ldo)
+                                              const DW_T *init, dw_index count, DW_T *out, dw_index ldo, int stream)
 {
     enum { LB = DW_BLOCK_BYTES / sizeof(DW_T) };
     if (a_step == LB)
-        DW_CAT(DW_NAME, channels_run)(n_taps, a, a_off, LB, b, b_off, init, count, out, ldo);
+        DW_CAT(DW_NAME, channels_run)(n_taps, a, a_off, LB, b, b_off, init, count, out, ldo, stream);
     else if (a_step == 2 * LB)
-        DW_CAT(DW_NAME, channels_run)(n_taps, a, a_off, 2 * LB, b, b_off, init, count, out, ldo);
+        DW_CAT(DW_NAME, channels_run)(n_taps, a, a_off, 2 * LB, b, b_off, init, count, out, ldo, stream);
     else
-        DW_CAT(DW_NAME, channels_run)(n_taps, a, a_off, a_step, b, b_off, init, count, out, ldo);
+        DW_CAT(DW_NAME, channels_run)(n_taps, a, a_off, a_step, b, b_off, init, count, out, ldo, stream);
 }
 
 /* nt taps (compile-time after inlining): acc[t][acc_off + l] += sum_j a[t][a_off + j*a_step + l] * g[j*g_step + l],
@@ -187,14 +216,73 @@ DW_ATTR static void DW_CAT(DW_NAME, channels_gw)(dw_index n_taps, const DW_T *co
         DW_CAT(DW_NAME, channels_gw_run)(n_taps, a, a_off, a_step, g, g_step, count, acc, acc_off);
 }
 
+/* ---- packing ---- */
+
+/* Columns c0 <= cc < c1 of one packed row, lane block by lane block (blocks LB elements, n_cols*LB apart):
+ * dst[(b*n_cols + cc)*LB + l] = src[(cc - pad_left)*C + (k_lo + b*LB + l) / M] for b*LB + l < width, zero past width
+ * and where cc - pad_left is outside [0, W). */
+DW_ATTR static void DW_CAT(DW_NAME, pack)(const DW_T *src, dw_index C, dw_index W, dw_index M, dw_index pad_left,
+                                          dw_index n_cols, dw_index k_lo, dw_index width, dw_index n_blocks,
+                                          dw_index c0, dw_index c1, DW_T *dst)
+{
+    typedef DW_CAT(DW_NAME, vec) vec;
+    enum { LB = DW_BLOCK_BYTES / sizeof(DW_T) };
+    const dw_index full = M == 1 ? (width / LB < n_blocks ? width / LB : n_blocks) : 0;
+    dw_index cc, b, l;
+    int v;
+
+    for (cc = c0; cc < c1; cc++) {
+        dw_index iw = cc - pad_left;
+        DW_T *d = dst + cc * LB;
+        if (iw < 0 || iw >= W) {
+            for (b = 0; b < n_blocks; b++)
+#pragma GCC unroll 4
+                for (v = 0; v < DW_VPB; v++)
+                    *(vec *)(d + b * n_cols * LB + v * DW_VL) = (vec){0};
+            continue;
+        }
+        const DW_T *s = src + iw * C + k_lo;
+        for (b = 0; b < full; b++)
+#pragma GCC unroll 4
+            for (v = 0; v < DW_VPB; v++)
+                *(vec *)(d + b * n_cols * LB + v * DW_VL) = *(const vec *)(s + b * LB + v * DW_VL);
+        for (; b < n_blocks; b++) {
+            DW_T *db = d + b * n_cols * LB;
+            dw_index k0 = k_lo + b * LB, w = width - b * LB;
+            if (w > LB)
+                w = LB;
+            if (w < 0)
+                w = 0;
+            if (M == 1) {
+                for (l = 0; l < w; l++)
+                    db[l] = s[b * LB + l];
+            } else {
+                dw_index c = k0 / M, m = k0 - c * M;
+                const DW_T *sp = src + iw * C;
+                for (l = 0; l < w; l++) {
+                    db[l] = sp[c];
+                    if (++m == M) {
+                        m = 0;
+                        c++;
+                    }
+                }
+            }
+            for (l = w; l < LB; l++)
+                db[l] = 0;
+        }
+    }
+}
+
 /* ---- kernel-row kernels: the S taps of a kernel row read S consecutive packed columns (dilation 1), so each
  * column is loaded once per register block and used by every tap that reads it; compile-time S and SW ---- */
 
 /* nb pixels (vector pass by vector pass): out[j*ldo + l] = init[l]
- *     + sum_{i < n_rows} sum_{s < S} a[i][a_off + (j*SW + s)*LB + l] * b[i][b_off + s*LB + l]. */
+ *     + sum_{i < n_rows} sum_{s < S} a[i][a_off + (j*SW + s)*cs + l] * b[i][b_off + s*LB + l],
+ * cs the distance between consecutive columns (LB in packed rows, the channel count reading NHWC directly). */
 DW_INLINE void DW_CAT(DW_NAME, rowtaps_block)(const int nb, const int S, const int SW, dw_index n_rows,
-                                              const DW_T *const *a, dw_index a_off, const DW_T *const *b,
-                                              dw_index b_off, const DW_T *init, DW_T *out, dw_index ldo)
+                                              const DW_T *const *a, dw_index a_off, dw_index cs,
+                                              const DW_T *const *b, dw_index b_off, const DW_T *init, DW_T *out,
+                                              dw_index ldo, int stream)
 {
     typedef DW_CAT(DW_NAME, vec) vec;
     enum { LB = DW_BLOCK_BYTES / sizeof(DW_T) };
@@ -218,7 +306,7 @@ DW_INLINE void DW_CAT(DW_NAME, rowtaps_block)(const int nb, const int S, const i
                 w[s] = *(const vec *)(bp + s * LB);
 #pragma GCC unroll 64
             for (c = 0; c < (nb - 1) * SW + S; c++) {
-                vec xv = *(const vec *)(ap + c * LB);
+                vec xv = *(const vec *)ap;
 #if DW_NREG > 16
                 /* One load per column: without this gcc folds the load into every FMA that uses it. (With 16
                  * registers, folding measured faster.) */
@@ -228,64 +316,76 @@ DW_INLINE void DW_CAT(DW_NAME, rowtaps_block)(const int nb, const int S, const i
                 for (s = 0; s < S; s++)
                     if (c - s >= 0 && (c - s) % SW == 0 && (c - s) / SW < nb)
                         acc[(c - s) / SW] += xv * w[s];
+                ap += cs;
             }
         }
 #pragma GCC unroll 16
         for (j = 0; j < nb; j++) {
-            *(vec *)o = acc[j];
+            DW_CAT(DW_NAME, store)(o, acc[j], stream);
             o += ldo;
         }
     }
 }
 
-/* count pixels in ceil(count / max) blocks of (nearly) equal size. */
+/* count pixels in ceil(count / max) blocks of (nearly) equal size, for n_blocks lane blocks (a_off, b_off, init
+ * and out advancing by a_bstep, b_bstep, i_bstep and o_bstep from block to block). */
 DW_INLINE void DW_CAT(DW_NAME, rowtaps_run)(const int S, const int SW, dw_index n_rows, const DW_T *const *a,
-                                            dw_index a_off, const DW_T *const *b, dw_index b_off, const DW_T *init,
-                                            dw_index count, DW_T *out, dw_index ldo)
+                                            dw_index a_off, dw_index cs, const DW_T *const *b, dw_index b_off,
+                                            const DW_T *init, dw_index count, DW_T *out, dw_index ldo, int stream,
+                                            dw_index n_blocks, dw_index a_bstep, dw_index b_bstep, dw_index i_bstep,
+                                            dw_index o_bstep)
 {
-    enum { LB = DW_BLOCK_BYTES / sizeof(DW_T) };
     const int most = DW_WBT < DW_NREG - 1 - S ? DW_WBT : DW_NREG - 1 - S;
-    dw_index n_blocks = (count + most - 1) / most, i, j = 0;
-    dw_index size = n_blocks ? count / n_blocks : 0, larger = n_blocks ? count % n_blocks : 0;
-    for (i = 0; i < n_blocks; i++) {
-        dw_index nb = size + (i < larger);
+    dw_index n_pix_blocks = (count + most - 1) / most, i, j, kb;
+    dw_index size = n_pix_blocks ? count / n_pix_blocks : 0, larger = n_pix_blocks ? count % n_pix_blocks : 0;
+    for (kb = 0; kb < n_blocks; kb++) {
+        j = 0;
+        for (i = 0; i < n_pix_blocks; i++) {
+            dw_index nb = size + (i < larger);
 #define DW_BLOCK_CASE(n)                                                                                          \
     case n:                                                                                                       \
         if (n <= DW_WBT)                                                                                          \
-            DW_CAT(DW_NAME, rowtaps_block)(n <= DW_WBT ? n : 1, S, SW, n_rows, a, a_off + j * SW * LB, b, b_off,  \
-                                           init, out + j * ldo, ldo);                                             \
+            DW_CAT(DW_NAME, rowtaps_block)(n <= DW_WBT ? n : 1, S, SW, n_rows, a, a_off + j * SW * cs, cs, b,     \
+                                           b_off, init, out + j * ldo, ldo, stream);                              \
         break;
-        switch (nb) {
-            DW_BLOCK_CASE(1)
-            DW_BLOCK_CASE(2)
-            DW_BLOCK_CASE(3)
-            DW_BLOCK_CASE(4)
-            DW_BLOCK_CASE(5)
-            DW_BLOCK_CASE(6)
-            DW_BLOCK_CASE(7)
-            DW_BLOCK_CASE(8)
-            DW_BLOCK_CASE(9)
-            DW_BLOCK_CASE(10)
-            DW_BLOCK_CASE(11)
-            DW_BLOCK_CASE(12)
-            DW_BLOCK_CASE(13)
-            DW_BLOCK_CASE(14)
-        default:
-            break;
-        }
+            switch (nb) {
+                DW_BLOCK_CASE(1)
+                DW_BLOCK_CASE(2)
+                DW_BLOCK_CASE(3)
+                DW_BLOCK_CASE(4)
+                DW_BLOCK_CASE(5)
+                DW_BLOCK_CASE(6)
+                DW_BLOCK_CASE(7)
+                DW_BLOCK_CASE(8)
+                DW_BLOCK_CASE(9)
+                DW_BLOCK_CASE(10)
+                DW_BLOCK_CASE(11)
+                DW_BLOCK_CASE(12)
+                DW_BLOCK_CASE(13)
+                DW_BLOCK_CASE(14)
+            default:
+                break;
+            }
 #undef DW_BLOCK_CASE
-        j += nb;
+            j += nb;
+        }
+        a_off += a_bstep;
+        b_off += b_bstep;
+        init += i_bstep;
+        out += o_bstep;
     }
 }
 
 /* The (S, SW) pairs with a kernel-row kernel; rowtaps returns 0 (and does nothing) for the others. */
 DW_ATTR static int DW_CAT(DW_NAME, rowtaps)(int S, int SW, dw_index n_rows, const DW_T *const *a, dw_index a_off,
-                                            const DW_T *const *b, dw_index b_off, const DW_T *init, dw_index count,
-                                            DW_T *out, dw_index ldo)
+                                            dw_index cs, const DW_T *const *b, dw_index b_off, const DW_T *init,
+                                            dw_index count, DW_T *out, dw_index ldo, int stream, dw_index n_blocks,
+                                            dw_index a_bstep, dw_index b_bstep, dw_index i_bstep, dw_index o_bstep)
 {
 #define DW_ROWTAPS_CASE(s_, sw_)                                                                                  \
     if (S == s_ && SW == sw_) {                                                                                   \
-        DW_CAT(DW_NAME, rowtaps_run)(s_, sw_, n_rows, a, a_off, b, b_off, init, count, out, ldo);                 \
+        DW_CAT(DW_NAME, rowtaps_run)(s_, sw_, n_rows, a, a_off, cs, b, b_off, init, count, out, ldo, stream,      \
+                                     n_blocks, a_bstep, b_bstep, i_bstep, o_bstep);                               \
         return 1;                                                                                                 \
     }
     DW_ROWTAPS_CASE(3, 1)
