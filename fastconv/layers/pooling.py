@@ -19,7 +19,42 @@ def pool_output_length(size, pool, stride, padding):
     return (size - pool) // stride + 1 if size >= pool else 0
 
 
-class MaxPooling2D(Layer):
+class _Pooling2D(Layer):
+    """What the windowed pooling layers share: Keras's arguments, output shapes and config."""
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = args.int_tuple(pool_size, 2, "pool_size")
+        self.strides = self.pool_size if strides is None else args.int_tuple(strides, 2, "strides")
+        self.padding = args.padding(padding)
+        self.data_format = args.data_format(data_format)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"input of layer {self.name!r} must be 4-D; received input with shape "
+                             f"{format_shape(input_shape)}")
+        out = self.compute_output_shape(input_shape)
+        spatial = out[1:3] if self.data_format == "channels_last" else out[2:4]
+        if any(d is not None and d < 1 for d in spatial):
+            raise ValueError(f"input of layer {self.name!r} is smaller than pool_size={self.pool_size}; "
+                             f"received input with shape {format_shape(input_shape)}")
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        channels_last = self.data_format == "channels_last"
+        n, h, w, c = input_shape if channels_last else (input_shape[0], *input_shape[2:], input_shape[1])
+        oh, ow = (pool_output_length(size, p, s, self.padding)
+                  for size, p, s in zip((h, w), self.pool_size, self.strides))
+        return (n, oh, ow, c) if channels_last else (n, c, oh, ow)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding,
+                      data_format=self.data_format)
+        return config
+
+
+class MaxPooling2D(_Pooling2D):
     """2-D max-pooling layer, Keras's ``MaxPooling2D``.
 
     Parameters
@@ -45,33 +80,8 @@ class MaxPooling2D(Layer):
     (1, 2, 2, 3)
     """
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
-        super().__init__(**kwargs)
-        self.pool_size = args.int_tuple(pool_size, 2, "pool_size")
-        self.strides = self.pool_size if strides is None else args.int_tuple(strides, 2, "strides")
-        self.padding = args.padding(padding)
-        self.data_format = args.data_format(data_format)
-
     def _options(self):
         return dict(stride=self.strides, padding=self.padding, data_format=self.data_format)
-
-    def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"input of layer {self.name!r} must be 4-D; received input with shape "
-                             f"{format_shape(input_shape)}")
-        out = self.compute_output_shape(input_shape)
-        spatial = out[1:3] if self.data_format == "channels_last" else out[2:4]
-        if any(d is not None and d < 1 for d in spatial):
-            raise ValueError(f"input of layer {self.name!r} is smaller than pool_size={self.pool_size}; "
-                             f"received input with shape {format_shape(input_shape)}")
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        channels_last = self.data_format == "channels_last"
-        n, h, w, c = input_shape if channels_last else (input_shape[0], *input_shape[2:], input_shape[1])
-        oh, ow = (pool_output_length(size, p, s, self.padding)
-                  for size, p, s in zip((h, w), self.pool_size, self.strides))
-        return (n, oh, ow, c) if channels_last else (n, c, oh, ow)
 
     def call(self, x, training=False):
         if not self._keep_state(training):
@@ -89,17 +99,12 @@ class MaxPooling2D(Layer):
                                  pool_size=self.pool_size, **self._options())
         return grad, []
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding,
-                      data_format=self.data_format)
-        return config
 
 
 MaxPool2D = MaxPooling2D
 
 
-class AveragePooling2D(Layer):
+class AveragePooling2D(_Pooling2D):
     """2-D average-pooling layer, Keras's ``AveragePooling2D``.
 
     Parameters
@@ -124,34 +129,9 @@ class AveragePooling2D(Layer):
            [1., 1., 1.]], dtype=float32)
     """
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
-        super().__init__(**kwargs)
-        self.pool_size = args.int_tuple(pool_size, 2, "pool_size")
-        self.strides = self.pool_size if strides is None else args.int_tuple(strides, 2, "strides")
-        self.padding = args.padding(padding)
-        self.data_format = args.data_format(data_format)
-
     def _options(self):
         return dict(pool_size=self.pool_size, stride=self.strides, padding=self.padding,
                     data_format=self.data_format)
-
-    def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(f"input of layer {self.name!r} must be 4-D; received input with shape "
-                             f"{format_shape(input_shape)}")
-        out = self.compute_output_shape(input_shape)
-        spatial = out[1:3] if self.data_format == "channels_last" else out[2:4]
-        if any(d is not None and d < 1 for d in spatial):
-            raise ValueError(f"input of layer {self.name!r} is smaller than pool_size={self.pool_size}; "
-                             f"received input with shape {format_shape(input_shape)}")
-        super().build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        channels_last = self.data_format == "channels_last"
-        n, h, w, c = input_shape if channels_last else (input_shape[0], *input_shape[2:], input_shape[1])
-        oh, ow = (pool_output_length(size, p, s, self.padding)
-                  for size, p, s in zip((h, w), self.pool_size, self.strides))
-        return (n, oh, ow, c) if channels_last else (n, c, oh, ow)
 
     def call(self, x, training=False):
         self._cache = x.shape if self._keep_state(training) else None
@@ -165,11 +145,6 @@ class AveragePooling2D(Layer):
                                  **self._options())
         return grad, []
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding,
-                      data_format=self.data_format)
-        return config
 
 
 AvgPool2D = AveragePooling2D
