@@ -993,11 +993,26 @@ class Model(Layer):
         saving.save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
 
     def save_weights(self, filepath, overwrite=True):
-        """Save the weights only (atomically)."""
+        """Save the weights only, atomically, in the layout the name asks for: ``x.weights.h5`` is Keras 3's
+        (``keras_model.load_weights("x.weights.h5")`` reads it), ``x.h5`` Keras's legacy layout, any other name
+        fastconv's own format."""
         saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath):
-        """Load weights saved by :meth:`save_weights` or :meth:`save` (same layer and weight names)."""
+        """Load weights into this (built) model from a file recognised by its content: fastconv's own
+        (``save_weights``/``save``), Keras 3 ``.weights.h5`` or ``.keras``, Keras 1/2 legacy ``.h5`` (weights or
+        full model), PyTorch ``torch.save(model.state_dict())`` (read without torch and without unpickling
+        code) or safetensors.
+
+        Layers are matched by name when the file's names cover every layer with weights, otherwise by order
+        (Keras's rule); PyTorch tensors are matched in order and converted (OIHW -> HWIO, Linear transposed,
+        the Flatten -> Dense rows permuted). Every shape is checked before anything is assigned.
+
+        Raises
+        ------
+        ValueError
+            On any mismatch, naming the layer and both shapes, or for a damaged or unknown file.
+        """
         saving.load_weights(self, filepath)
 
     def get_config(self):

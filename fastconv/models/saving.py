@@ -26,34 +26,43 @@ FORMAT = "fastconv.model"
 WEIGHTS_FORMAT = "fastconv.weights"
 FORMAT_VERSION = 1
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "atomic_write"]
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "atomic_write", "atomic_path"]
 
 
-def atomic_write(path, write):
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then move it onto ``path``.
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield the name of a new, empty temporary file next to ``path``; when the block succeeds, flush it to disk
+    and move it onto ``path``, otherwise remove it. ``path`` is therefore either its old self or complete.
 
-    The temporary file is removed if ``write`` raises; ``path`` is either its old self or complete. It is created
-    with the usual permissions (0o666 less the umask), like a file opened with ``open(path, "wb")``.
+    For writers that need a file name (h5py); :func:`atomic_write` is the same for a binary file object. The
+    file gets the usual permissions (0o666 less the umask), like one opened with ``open(path, "wb")``.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     while True:
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
             break
         except FileExistsError:
             continue
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path, write):
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then move it onto ``path`` (see
+    :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
 
 
 def _write_archive(path, config, arrays, overwrite):
@@ -148,7 +157,7 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     _write_archive(filepath, config, arrays, overwrite)
 
 
-def load_model(filepath, compile=True):
+def load_fastconv_model(filepath, compile=True):
     """Load a model saved by ``model.save``: the same architecture, weights bit for bit, and (with
     ``compile=True``) the same optimizer, loss, metrics and optimizer state, so training resumes exactly.
 
@@ -200,7 +209,7 @@ def load_model(filepath, compile=True):
     return model
 
 
-def save_weights(model, filepath, overwrite=True):
+def save_fastconv_weights(model, filepath, overwrite=True):
     """Save the weights only (same container, no architecture, no optimizer state)."""
     from fastconv import __version__
 
@@ -211,8 +220,8 @@ def save_weights(model, filepath, overwrite=True):
     _write_archive(filepath, config, _weight_arrays(model), overwrite)
 
 
-def load_weights(model, filepath):
-    """Load weights saved by :func:`save_weights` (or :func:`save_model`) into a built model of the same
+def load_fastconv_weights(model, filepath):
+    """Load weights saved by :func:`save_fastconv_weights` (or :func:`save_model`) into a built model of the same
     architecture. Weights are matched by position (layer order, then kernel before bias), as Keras does, so the
     layer names may differ; every shape must match."""
     config, arrays = _read_archive(filepath, WEIGHTS_FORMAT)
@@ -230,3 +239,49 @@ def load_weights(model, filepath):
                              f"has shape {value.shape}; received filepath={os.fspath(filepath)!r}")
     for variable, value in zip(variables, values):
         variable.assign(value)
+
+
+def load_model(filepath, compile=True):
+    """Load a model: a fastconv model file (written by ``model.save``), a Keras 3 ``.keras`` archive or a legacy
+    Keras full-model ``.h5`` (Keras 2 or 3), recognised by content.
+
+    A fastconv file restores the architecture, the weights bit for bit and (with ``compile=True``) the optimizer,
+    loss, metrics and optimizer state, so training resumes exactly. A Keras file restores the architecture
+    (translated into fastconv's layers) and the weights; compile the model yourself.
+
+    Parameters
+    ----------
+    filepath : str or os.PathLike
+    compile : bool
+        Restore the compile settings and optimizer state (fastconv files that have them).
+
+    Returns
+    -------
+    fastconv.Sequential or fastconv.Model
+
+    Raises
+    ------
+    ValueError
+        If the file is not a model file fastconv reads, uses a layer or argument fastconv lacks (named in the
+        message), or does not match its own architecture.
+    """
+    from fastconv.formats import loading
+
+    return loading.load_model(filepath, compile=compile)
+
+
+def save_weights(model, filepath, overwrite=True):
+    """Save the weights only, atomically: ``*.weights.h5`` in Keras 3's layout (Keras's ``load_weights`` reads
+    it), ``*.h5`` in Keras's legacy layout, any other name in fastconv's own format."""
+    from fastconv.formats import loading
+
+    loading.save_weights(model, filepath, overwrite=overwrite)
+
+
+def load_weights(model, filepath):
+    """Load weights from a fastconv, Keras (legacy ``.h5``, ``.weights.h5``, ``.keras``), PyTorch
+    (``torch.save`` of a state_dict) or safetensors file, recognised by content (see
+    :mod:`fastconv.formats.loading`)."""
+    from fastconv.formats import loading
+
+    loading.load_weights(model, filepath)

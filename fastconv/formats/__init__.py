@@ -1,0 +1,5 @@
+"""Readers and writers for weight files other frameworks export (Keras, PyTorch, safetensors, ONNX).
+
+Every reader treats its file as untrusted: no pickle is ever executed, archive member names are never used as
+paths, and a damaged file raises ``ValueError`` naming the file.
+"""
