@@ -32,6 +32,7 @@ from fastconv.functional import depthwise_conv2d, depthwise_conv2d_grad_input, d
 # The Keras-style API (pure Python over the functional API; optional dependencies load inside functions).
 from fastconv import activations, callbacks, initializers, layers, losses, metrics, optimizers, utils
 from fastconv.models import Model, Sequential, load_model
+from fastconv.formats.onnx_import import load_onnx
 
 __all__ = [
     "__version__",
@@ -56,6 +57,7 @@ __all__ = [
     "Model",
     "Sequential",
     "load_model",
+    "load_onnx",
     "layers",
     "models",
     "losses",
@@ -65,4 +67,17 @@ __all__ = [
     "activations",
     "initializers",
     "utils",
+    "applications",
+    "visualize",
 ]
+
+# Imported on first use: they pull in urllib/ssl and matplotlib-facing code that ``import fastconv`` must not pay.
+_LAZY_SUBPACKAGES = ("applications", "visualize", "formats")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"fastconv.{name}")
+    raise AttributeError(f"module 'fastconv' has no attribute {name!r}")

@@ -278,7 +278,7 @@ class DepthwiseConv2D(_DepthwiseArguments, ActivationMixin, Layer):
         bias = self.bias.value if self.use_bias else None
         weight = self._functional_depthwise(self.kernel.value)
         logits = F.depthwise_conv2d(x, weight, bias, **self._depthwise_options())
-        self._cache = (x, weight) if training else None
+        self._cache = (x, weight) if self._keep_state(training) else None
         return self._activate(logits, training)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):
@@ -375,7 +375,7 @@ class SeparableConv2D(_DepthwiseArguments, ActivationMixin, Layer):
         pointwise = self._functional_pointwise()
         middle = F.depthwise_conv2d(x, depthwise, None, **self._depthwise_options())
         logits = F.conv2d(middle, pointwise, bias, data_format=self.data_format)
-        self._cache = (x, middle, depthwise, pointwise) if training else None
+        self._cache = (x, middle, depthwise, pointwise) if self._keep_state(training) else None
         return self._activate(logits, training)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):

@@ -116,8 +116,9 @@ class Model(Layer):
         self.multi_input = len(graph.inputs) > 1
         shapes_in = [t.shape for t in graph.inputs]
         shapes_out = [t.shape for t in graph.outputs]
-        self.input_shape = shapes_in[0] if graph.single_input else shapes_in
-        self.output_shape = shapes_out[0] if graph.single_output else shapes_out
+        # A single input (or output) given as a one-element list still has one shape, as in Keras.
+        self.input_shape = shapes_in[0] if len(shapes_in) == 1 else shapes_in
+        self.output_shape = shapes_out[0] if len(shapes_out) == 1 else shapes_out
         self.built = True
         if self.compiled:
             self._resolve_compile()
@@ -270,7 +271,7 @@ class Model(Layer):
     def _x_list(self, x, name="x"):
         """The input batch as one array per model input (a list, a tuple or a dict by Input name)."""
         graph = self._graph
-        if graph is None or graph.single_input:
+        if graph is None or graph.single_input or (len(graph.inputs) == 1 and not isinstance(x, (list, tuple, dict))):
             if isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
                 x = x[0]  # Keras also takes [x] for a single input
             return [_as_array(x, name)]

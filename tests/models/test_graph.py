@@ -265,3 +265,23 @@ def test_a_cycle_is_reported_not_looped_on():
     y.node.inputs = [y]        # tamper with the graph: the layer now reads its own output
     with pytest.raises(ValueError, match="cycle.*'loop'"):
         fastconv.Model(a, y)
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "separable"])
+def test_gradients_through_depthwise_layers_match_finite_differences(kind):
+    """Regression: these layers once kept their backward state only when training, so model.gradients
+    (an inference pass) could not go through them."""
+    rng = np.random.default_rng(3)
+    inp = layers.Input((6, 6, 2), dtype="float64")
+    conv = (layers.DepthwiseConv2D(3, depth_multiplier=2, dtype="float64") if kind == "depthwise"
+            else layers.SeparableConv2D(3, 3, dtype="float64"))
+    model = fastconv.Model(inp, layers.Flatten(dtype="float64")(conv(inp)))
+    x = rng.standard_normal((2, 6, 6, 2))
+    g = rng.standard_normal(model.predict(x, verbose=0).shape)
+    grad = model.gradients(x, g)
+    eps, k = 1e-6, (1, 2, 3, 1)
+    xp, xm = x.copy(), x.copy()
+    xp[k] += eps
+    xm[k] -= eps
+    numeric = (np.sum(model.predict(xp, verbose=0) * g) - np.sum(model.predict(xm, verbose=0) * g)) / (2 * eps)
+    np.testing.assert_allclose(np.asarray(grad)[k], numeric, rtol=1e-6)
