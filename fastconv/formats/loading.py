@@ -33,10 +33,10 @@ def _assign_hdf5(model, source, description):
                              f"attribute, no layers group)")
 
 
-def _assign_torch(model, state_dict, description):
+def _assign_torch(model, state_dict, description, key_order="given"):
     from fastconv.formats.torch_mapping import assign_torch_state_dict
 
-    assign_torch_state_dict(model, state_dict, source=description)
+    assign_torch_state_dict(model, state_dict, source=description, key_order=key_order)
 
 
 def load_weights(model, filepath):
@@ -63,7 +63,9 @@ def load_weights(model, filepath):
     elif kind == "safetensors":
         from fastconv.formats.safetensors import read_safetensors
 
-        _assign_torch(model, read_safetensors(filepath), description)
+        # safetensors files list tensors sorted by name, not in module order: "natural" order puts torch's
+        # numbered modules (features.0, features.2 ... features.10) back in sequence.
+        _assign_torch(model, read_safetensors(filepath), description, key_order="natural")
     else:
         raise ValueError(f"{description} is {FORMAT_NAMES[kind]}, which describes a whole model: build the "
                          f"model from it with fastconv.load_onnx(filepath)")
