@@ -5,6 +5,8 @@ The kernels live in ``src/fastconv/_kernels`` and are compiled into the ``fastco
 
 Environment switches:
 - ``FASTCONV_DEBUG=1``: bounds checking and wraparound back on, no optimisation (for tests under sanitizers).
+- ``FASTCONV_SANITIZE=address,undefined``: compile and link with these ``-fsanitize`` checks (UB is fatal); run
+  the tests with the sanitizer runtime preloaded (see .ci/run).
 - ``FASTCONV_NO_OPENMP=1``: build serial kernels even where the compiler has OpenMP.
 - ``FASTCONV_BUILD_ONLY=name,...``: compile only these kernel families (development rebuilds).
 """
@@ -26,6 +28,7 @@ KERNEL_MODULES = sorted(os.path.splitext(name)[0] for name in os.listdir(KERNEL_
 if os.environ.get("FASTCONV_BUILD_ONLY"):
     KERNEL_MODULES = [m for m in KERNEL_MODULES if m in os.environ["FASTCONV_BUILD_ONLY"].split(",")]
 DEBUG = os.environ.get("FASTCONV_DEBUG", "0") == "1"
+SANITIZE = [name for name in os.environ.get("FASTCONV_SANITIZE", "").split(",") if name]
 
 
 def compiler_has_openmp(compiler_cmd):
@@ -84,6 +87,14 @@ def kernel_extensions():
     else:
         # -O3 lets gcc vectorise the channel loops; -fno-math-errno keeps math calls inlinable.
         compile_args = ["-O3", "-fno-math-errno"]
+    link_args = []
+    if SANITIZE:
+        flags = [f"-fsanitize={','.join(SANITIZE)}", "-fno-omit-frame-pointer"]
+        if "undefined" in SANITIZE:
+            flags.append("-fno-sanitize-recover=undefined")  # a UB report fails the test run
+        # -O1 keeps the sanitized kernel tests fast enough; -O0 (FASTCONV_DEBUG alone) is very slow under ASan.
+        compile_args = [a for a in compile_args if not a.startswith("-O")] + ["-O1", "-g"] + flags
+        link_args = flags
     extensions = []
     for name in KERNEL_MODULES:
         extensions.append(
@@ -93,7 +104,7 @@ def kernel_extensions():
                 include_dirs=[numpy.get_include(), KERNEL_DIR],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
                 extra_compile_args=list(compile_args),
-                extra_link_args=[],
+                extra_link_args=list(link_args),
             )
         )
     directives = {
