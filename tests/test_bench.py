@@ -59,3 +59,29 @@ def test_training_models_match_torch_step_for_step():
     torch_step = training.torch_step(model, channels_last=True, threads=fastconv.get_num_threads())
     for _ in range(2):
         assert float(torch_step()) == pytest.approx(fastconv_step(), rel=1e-5)
+
+
+def test_numpy_peers_compute_what_fastconv_computes():
+    """The plain-NumPy baselines time real work: their results equal fastconv's on the same inputs."""
+    import numpy as np
+
+    from fastconv.bench import peers, suite
+
+    layer = suite.ConvLayer("tiny", 2, 3, 9, 4, 3, 2, 1)
+    x, w, _ = peers.conv_inputs(layer)
+    expected = fastconv.conv2d(x, w, stride=2, padding=1)
+    np.testing.assert_allclose(peers.numpy_conv(layer)().reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+    case = suite.PoolCase("tiny", 2, 7, 3, 3, 2, "same")
+    np.testing.assert_array_equal(peers.numpy_pool(case)(),
+                                  fastconv.max_pool2d(peers.pool_inputs(case), 3, stride=2, padding="same"))
+
+
+def test_bench_reports_each_installed_peer(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--layers", "mnist_c2", "--ops", "forward", "--no-pool", "--rounds", "1",
+                 "--no-training", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert "numpy" in results["peers"] and "numpy" in results["conv"][0]["seconds"]
+    assert "vs each peer" in printed and "numpy" in printed
+    assert set(results["conv"][0]["ratios"]) >= {"numpy"}

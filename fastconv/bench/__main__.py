@@ -4,7 +4,7 @@ import json
 import sys
 
 import fastconv
-from fastconv.bench import machine, report, run, suite, training
+from fastconv.bench import machine, peers, report, run, suite, training
 
 
 def parse_args(argv):
@@ -19,6 +19,7 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=None, help="timing rounds per case")
     p.add_argument("--json", default=None, help="write the raw results to this file")
     p.add_argument("--plot", default=None, help="draw the ratios to this PNG (needs matplotlib)")
+    p.add_argument("--no-numpy", action="store_true", help="leave out the plain NumPy baseline")
     return p.parse_args(argv)
 
 
@@ -42,13 +43,18 @@ def main(argv=None):
     cfg = fastconv.show_config()
     sgemm = machine.sgemm_gflops(n=1024 if args.quick else 2048)
     copy_bw = machine.copy_gbytes(megabytes=64 if args.quick else 256)
-    print(f"\nthreads={threads}  sgemm={sgemm:.1f} GFLOP/s  copy={copy_bw:.1f} GB/s (read+write)\n", flush=True)
-    conv = run.conv_rows([by_name[n] for n in names], ops, threads, rounds, min_seconds)
+    found = peers.installed_peers()
+    if args.no_numpy:
+        found.pop("numpy")
+    print(f"\nthreads={threads}  sgemm={sgemm:.1f} GFLOP/s  copy={copy_bw:.1f} GB/s (read+write)")
+    print("peers: " + ", ".join(f"{name} {version}" for name, version in found.items()) + "\n", flush=True)
+    conv = run.conv_rows([by_name[n] for n in names], ops, threads, rounds, min_seconds,
+                         numpy_peer="numpy" in found)
     print(report.conv_table(conv, sgemm), flush=True)
     pool = []
     if not args.no_pool:
         cases = suite.POOL_CASES[:2] if args.quick else suite.POOL_CASES
-        pool = run.pool_rows(cases, threads, rounds, min_seconds)
+        pool = run.pool_rows(cases, threads, rounds, min_seconds, numpy_peer="numpy" in found)
         print("\n" + report.pool_table(pool, copy_bw), flush=True)
     steps = []
     if args.training:
@@ -57,7 +63,7 @@ def main(argv=None):
         print("\n" + report.training_table(steps), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": cfg, "threads": threads, "sgemm_gflops": sgemm, "copy_gbytes": copy_bw,
+            json.dump({"config": cfg, "peers": found, "threads": threads, "sgemm_gflops": sgemm, "copy_gbytes": copy_bw,
                        "conv": conv, "pool": pool, "training": steps}, f, indent=1)
     if args.plot:
         report.plot(conv, args.plot)

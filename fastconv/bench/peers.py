@@ -1,6 +1,13 @@
-"""The contenders: fastconv in both layouts, PyTorch in both memory formats, onnxruntime. Each peer is optional
-and imported lazily; a peer that is not installed is simply absent from the results."""
+"""The contenders: fastconv in both layouts, PyTorch in both memory formats, onnxruntime, and plain NumPy (an
+im2col made of a sliding-window view and one BLAS matmul: what a user would write without a kernel library).
+Each peer is optional and imported lazily; a peer that is not installed is simply absent from the results.
+
+TensorFlow is not a peer: it cannot be installed next to this project's pinned PyTorch in CI, and Keras 3 on
+the torch backend would only time PyTorch again."""
+import importlib.metadata
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 import fastconv
 
@@ -27,6 +34,40 @@ def fastconv_conv(layer, op, channels_last, algorithm="auto"):
     if op == "grad_input":
         return lambda: fastconv.conv2d_grad_input(gy, w, x.shape, **kw)
     return lambda: fastconv.conv2d_grad_weight(gy, x, w.shape, **kw)
+
+
+def installed_peers():
+    """``{peer: version}`` of the peers this process can run (NumPy always)."""
+    found = {"numpy": np.__version__}
+    for name, dist in (("torch", "torch"), ("onnxruntime", "onnxruntime")):
+        available = torch_available() if name == "torch" else onnxruntime_available()
+        if available:
+            found[name] = importlib.metadata.version(dist)
+    return found
+
+
+def numpy_conv(layer):
+    """Forward convolution in plain NumPy, NHWC: the patches of a sliding-window view, copied into an im2col
+    matrix by the reshape, times the kernel matrix."""
+    x, w, _ = conv_inputs(layer)
+    p, k, s = layer.pad, layer.kernel, layer.stride
+    if p:
+        x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    windows = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s]   # (N, Ho, Wo, C, R, S)
+    kernel = np.ascontiguousarray(w.transpose(2, 0, 1, 3).reshape(-1, layer.out_c))  # rows in (C, R, S) order
+    rows = layer.batch * layer.out_size ** 2
+    return lambda: np.matmul(windows.reshape(rows, -1), kernel)
+
+
+def numpy_pool(case):
+    """Max-pool forward in plain NumPy: the max of a sliding-window view (-inf padding for "same")."""
+    x = pool_inputs(case)
+    if case.padding == "same":
+        total = max((-(-case.size // case.stride) - 1) * case.stride + case.pool - case.size, 0)
+        pad = (total // 2, total - total // 2)
+        x = np.pad(x, ((0, 0), pad, pad, (0, 0)), constant_values=-np.inf)
+    windows = sliding_window_view(x, (case.pool, case.pool), axis=(1, 2))[:, ::case.stride, ::case.stride]
+    return lambda: windows.max(axis=(-2, -1))
 
 
 def torch_available():

@@ -1,8 +1,9 @@
 """Ratio tables (fastconv throughput / best peer's throughput) and an optional bar chart."""
 import math
 
-NHWC_PEERS = ("torch_nchw", "torch_nhwc", "onnxruntime")
+NHWC_PEERS = ("torch_nchw", "torch_nhwc", "onnxruntime", "numpy")
 NCHW_PEERS = ("torch_nchw", "onnxruntime")
+POOL_PEERS = ("torch_nchw", "torch_nhwc", "numpy")
 
 
 def _best(seconds, names):
@@ -18,6 +19,7 @@ def conv_table(rows, sgemm):
         fc = s["fastconv_nhwc"]
         peer_s, peer = _best(s, NHWC_PEERS)
         row["ratio_nhwc"] = peer_s / fc if peer else None
+        row["ratios"] = _ratios(s, fc, NHWC_PEERS)
         nchw_peer_s, _ = _best(s, NCHW_PEERS)
         row["ratio_nchw"] = nchw_peer_s / s["fastconv_nchw"] if nchw_peer_s else None
         peer_txt = f"{peer} {g / peer_s:6.1f}" if peer else "-"
@@ -31,16 +33,32 @@ def conv_table(rows, sgemm):
         if ratios:
             lines.append(f"{op}: geometric mean ratio {geomean(ratios):.2f} (min {min(ratios):.2f}); "
                          f"channels_first vs NCHW peers {geomean(nchw):.2f}")
+        lines.extend(_per_peer_lines(op, [r for r in rows if r["op"] == op]))
     return "\n".join(lines)
 
 
+def _ratios(seconds, fastconv_seconds, names):
+    """fastconv's throughput over each present peer's (> 1: fastconv is faster)."""
+    return {n: seconds[n] / fastconv_seconds for n in names if n in seconds}
+
+
+def _per_peer_lines(op, rows):
+    peers = list(dict.fromkeys(p for r in rows for p in r.get("ratios", {})))
+    parts = []
+    for peer in peers:
+        values = [r["ratios"][peer] for r in rows if peer in r.get("ratios", {})]
+        parts.append(f"{peer} {geomean(values):.2f}")
+    return [f"  {op} vs each peer (geometric mean over layers): {', '.join(parts)}"] if parts else []
+
+
 def pool_table(rows, copy_bw):
-    lines = [f"{'case':<22} {'op':<17} {'fc ms':>7} {'torch ms':>9} {'ratio':>6} {'fc GB/s':>8} {'%copy':>6}"]
+    lines = [f"{'case':<22} {'op':<17} {'fc ms':>7} {'peer ms':>9} {'ratio':>6} {'fc GB/s':>8} {'%copy':>6}"]
     for row in rows:
         s = row["seconds"]
         fc = s["fastconv_nhwc"]
-        peer_s, _ = _best(s, ("torch_nchw", "torch_nhwc"))
+        peer_s, _ = _best(s, POOL_PEERS)
         row["ratio"] = peer_s / fc if peer_s else None
+        row["ratios"] = _ratios(s, fc, POOL_PEERS)
         gbs = row["bytes"] / fc / 1e9
         peer_txt = f"{1e3 * peer_s:9.2f}" if peer_s else f"{'-':>9}"
         ratio = f"{row['ratio']:6.2f}" if peer_s else f"{'-':>6}"

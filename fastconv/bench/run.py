@@ -5,7 +5,7 @@ from fastconv.bench.timing import interleaved_medians
 CONV_OPS = ("forward", "grad_input", "grad_weight")
 
 
-def conv_rows(layers, ops, threads, rounds, min_seconds):
+def conv_rows(layers, ops, threads, rounds, min_seconds, numpy_peer=True):
     has_torch, has_ort = peers.torch_available(), peers.onnxruntime_available()
     rows = []
     for layer in layers:
@@ -19,12 +19,14 @@ def conv_rows(layers, ops, threads, rounds, min_seconds):
                 contenders["torch_nhwc"] = peers.torch_conv(layer, op, channels_last=True, threads=threads)
             if has_ort and op == "forward":
                 contenders["onnxruntime"] = peers.onnxruntime_conv(layer, threads)
+            if numpy_peer and op == "forward":
+                contenders["numpy"] = peers.numpy_conv(layer)
             seconds = interleaved_medians(contenders, rounds, min_seconds)
             rows.append({"case": layer.name, "op": op, "gflop": layer.gflop, "seconds": seconds})
     return rows
 
 
-def pool_rows(cases, threads, rounds, min_seconds):
+def pool_rows(cases, threads, rounds, min_seconds, numpy_peer=True):
     has_torch = peers.torch_available()
     rows = []
     for case in cases:
@@ -33,6 +35,8 @@ def pool_rows(cases, threads, rounds, min_seconds):
             if has_torch:
                 contenders["torch_nchw"] = peers.torch_pool(case, backward, channels_last=False, threads=threads)
                 contenders["torch_nhwc"] = peers.torch_pool(case, backward, channels_last=True, threads=threads)
+            if numpy_peer and not backward:
+                contenders["numpy"] = peers.numpy_pool(case)
             seconds = interleaved_medians(contenders, rounds, min_seconds)
             op = "forward+backward" if backward else "forward"
             rows.append({"case": case.name, "op": op, "bytes": case.input_bytes, "seconds": seconds})
