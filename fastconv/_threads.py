@@ -72,6 +72,25 @@ def get_num_threads():
     return max(1, openmp_helpers.omp_max_threads())
 
 
+# Below this much work per thread, one more OpenMP thread costs more than it saves. Waking a thread takes
+# microseconds on an idle machine but can take a scheduler time slice (milliseconds) when the cores are busy with
+# other work, and a parallel region waits for its slowest thread: on a loaded 2-core machine tiny calls ran 15 ms
+# slower with 2 threads than with 1. ~2 MFLOP is ~40 us of arithmetic, 256 KiB ~20 us of memory traffic.
+_FLOPS_PER_THREAD = 2_000_000
+_BYTES_PER_THREAD = 256 * 1024
+
+
+def threads_for_flops(flops):
+    """The threads a kernel call of ``flops`` arithmetic should use: ``get_num_threads()``, fewer for small
+    calls (1 below ~4 MFLOP). Results do not depend on it: every output element has one owning thread."""
+    return max(1, min(get_num_threads(), int(flops // _FLOPS_PER_THREAD)))
+
+
+def threads_for_bytes(nbytes):
+    """As :func:`threads_for_flops` for memory-bound kernels (pooling), by the bytes they touch."""
+    return max(1, min(get_num_threads(), int(nbytes // _BYTES_PER_THREAD)))
+
+
 def _scipy_blas_libraries():
     """threadpoolctl handles on the BLAS that scipy.linalg.cython_blas calls (loaded with our blas module)."""
     import os

@@ -10,7 +10,7 @@ from fastconv import _layout, _planning
 from fastconv import _validation as check
 from fastconv._kernels import conv_direct, pooling
 from fastconv._problem import conv_problem, pool_problem
-from fastconv._threads import blas_single_threaded, get_num_threads
+from fastconv._threads import blas_single_threaded, threads_for_bytes, threads_for_flops
 
 __all__ = [
     "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "max_pool2d", "max_pool2d_grad",
@@ -30,6 +30,51 @@ def _common_dtype(named_arrays):
 
 def _column_buffer(n_threads, elements_per_thread, dtype):
     return np.empty((n_threads, max(1, elements_per_thread)), dtype=dtype)
+
+
+# BLAS takes its matrix sizes and leading dimensions as 32-bit ints (blas.pyx casts them).
+BLAS_INT_MAX = 2 ** 31 - 1
+
+
+def _im2col_fits(problem):
+    """Whether every size im2col hands to BLAS fits a BLAS int: channels, R*S*C/groups, and for channels_first the
+    pixels of an input or output plane (its leading dimensions). Column tiles are bounded by _planning."""
+    sizes = [problem.in_c, problem.out_c, problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)]
+    if not problem.channels_last:
+        sizes += [problem.in_h * problem.in_w, problem.out_h * problem.out_w]
+    return max(sizes) <= BLAS_INT_MAX
+
+
+def _check_im2col_request(problem, requested):
+    if requested == "im2col" and not _im2col_fits(problem):
+        raise ValueError(
+            f'algorithm="im2col" hands BLAS 32-bit sizes (at most {BLAS_INT_MAX}), too small for this convolution '
+            f"(input {problem.input_shape}, output {problem.output_shape}, kernel {problem.kernel_h}x"
+            f'{problem.kernel_w}); use algorithm="direct" or "auto"; received algorithm={requested!r}')
+
+
+def _finite(a):
+    """No NaN or infinity in `a`: one summing pass, no temporary. (A finite array whose sum overflows counts as
+    non-finite, which only sends it down the exact path.)"""
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(np.add.reduce(a, axis=None)))
+
+
+def _settle_algorithm(chosen, requested, problem, operands):
+    """The algorithm that runs. With algorithm="auto" and a NaN or infinity among `operands`, im2col: it computes
+    every product PyTorch computes, padded zeros included (0 * inf = NaN), while the direct and depthwise kernels
+    skip some of them or multiply zeros PyTorch never forms (docs/bad_input.md, "Numerics"). im2col only where
+    BLAS can take the sizes."""
+    if requested == "auto" and chosen != "im2col" and _im2col_fits(problem) and not all(map(_finite, operands)):
+        return "im2col"
+    if chosen == "im2col" and not _im2col_fits(problem):
+        return "direct"  # (only an "auto" choice: an explicit one was refused by _check_im2col_request)
+    return chosen
+
+
+def _conv_received(x_name, x_shape, w_name, w_shape, stride, padding, dilation):
+    return (f"{x_name} with shape {tuple(x_shape)}, {w_name} with shape {tuple(w_shape)}, stride={stride!r}, "
+            f"padding={padding!r}, dilation={dilation!r}")
 
 
 def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads):
@@ -97,18 +142,21 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
         raise ValueError(f"bias must have shape ({problem.out_c},), one value per output channel; "
                          f"received bias with shape {b_arr.shape}")
     dtype = _common_dtype({"x": x_arr, "weight": w_arr, "bias": b_arr})
+    _check_im2col_request(problem, requested)
     if out is not None:
         result = check.output_buffer(out, problem.output_shape, dtype, {"x": x_arr, "weight": w_arr, "bias": b_arr})
     else:
+        check.allocation(problem.output_shape, dtype, "conv2d's output",
+                         _conv_received("x", x_arr.shape, "weight", w_arr.shape, stride, padding, dilation))
         result = np.empty(problem.output_shape, dtype=dtype)
     if result.size == 0:
         return result
     xc = check.contiguous(x_arr, dtype)
     wc = check.contiguous(w_arr, dtype)
     bc = None if b_arr is None else check.contiguous(b_arr, dtype)
-    n_threads = get_num_threads()
+    n_threads = threads_for_flops(problem.flops)
 
-    algorithm = _planning.choose_forward(problem, requested)
+    algorithm = _settle_algorithm(_planning.choose_forward(problem, requested), requested, problem, [wc])
     if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
         return _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
     if algorithm == "direct":
@@ -176,13 +224,16 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
                            groups=groups, channels_last=channels_last, input_name="input_shape")
     go = _grad_output_array(grad_output, problem, f"input_shape={input_shape}")
     dtype = _common_dtype({"grad_output": go, "weight": w_arr})
+    _check_im2col_request(problem, requested)
+    check.allocation(input_shape, dtype, "conv2d_grad_input's result", f"input_shape={input_shape}")
     if problem.batch == 0:
         return np.zeros(input_shape, dtype=dtype)
     goc = check.contiguous(go, dtype)
     wc = check.contiguous(w_arr, dtype)
-    n_threads = get_num_threads()
+    n_threads = threads_for_flops(problem.flops)
 
-    algorithm = _planning.choose_grad_input(problem, requested, n_threads)
+    algorithm = _settle_algorithm(_planning.choose_grad_input(problem, requested, n_threads), requested, problem,
+                                  [wc])
     if algorithm == "depthwise":
         return _depthwise._grad_input(problem, goc, wc, n_threads)
     if algorithm == "direct":
@@ -246,14 +297,16 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
                            groups=groups, channels_last=channels_last, weight_name="weight_shape")
     go = _grad_output_array(grad_output, problem, f"x with shape {x_arr.shape}")
     dtype = _common_dtype({"grad_output": go, "x": x_arr})
+    _check_im2col_request(problem, requested)
+    check.allocation(weight_shape, dtype, "conv2d_grad_weight's result", f"weight_shape={weight_shape}")
     if problem.batch == 0:
         return np.zeros(weight_shape, dtype=dtype)
     goc = check.contiguous(go, dtype)
     xc = check.contiguous(x_arr, dtype)
-    n_threads = get_num_threads()
+    n_threads = threads_for_flops(problem.flops)
     r, s, cg, k = problem.kernel_h, problem.kernel_w, problem.in_c // problem.groups, problem.out_c
 
-    algorithm = _planning.choose_grad_weight(problem, requested)
+    algorithm = _settle_algorithm(_planning.choose_grad_weight(problem, requested), requested, problem, [goc, xc])
     if algorithm == "depthwise":
         return _depthwise._grad_weight(problem, goc, xc, n_threads).reshape(weight_shape)
     if algorithm == "direct":
@@ -335,11 +388,13 @@ def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
     problem = pool_problem(x_arr.shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                            channels_last=channels_last)
     dtype = _common_dtype({"x": x_arr})
+    check.allocation(problem.output_shape, np.int64 if return_indices else dtype, "max_pool2d's output",
+                     f"x with shape {x_arr.shape}, pool_size={pool_size!r}, stride={stride!r}, padding={padding!r}")
     out = np.empty(problem.output_shape, dtype=dtype)
     indices = np.empty(problem.output_shape, dtype=np.int64) if return_indices else None
     if out.size:
         pooling.forward(check.contiguous(x_arr, dtype), out, indices, problem.geometry, channels_last,
-                        get_num_threads())
+                        threads_for_bytes(x_arr.size * np.dtype(dtype).itemsize))
     return (out, indices) if return_indices else out
 
 
@@ -388,9 +443,10 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
         raise ValueError(f"indices must have the shape of grad_output {go.shape}; received indices with shape "
                          f"{idx.shape}")
     dtype = _common_dtype({"grad_output": go})
+    check.allocation(input_shape, dtype, "max_pool2d_grad's result", f"input_shape={input_shape}")
     plane = problem.in_h * problem.in_w
     idx64 = np.ascontiguousarray(idx, dtype=np.int64)
-    n_threads = get_num_threads()
+    n_threads = threads_for_bytes(8 * idx64.size + np.dtype(dtype).itemsize * int(np.prod(input_shape)))
     if not pooling.indices_in_range(idx64.reshape(-1), plane, n_threads):
         raise ValueError(f"indices must lie in [0, {plane}) (flat positions in a {problem.in_h}x{problem.in_w} "
                          f"plane); received indices from {idx.min()} to {idx.max()}")

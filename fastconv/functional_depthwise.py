@@ -23,7 +23,7 @@ import numpy as np
 from fastconv import _validation as check
 from fastconv._kernels import conv_depthwise
 from fastconv._problem import conv_problem
-from fastconv._threads import get_num_threads
+from fastconv._threads import threads_for_flops
 
 __all__ = ["depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight"]
 
@@ -212,6 +212,21 @@ def _problem(input_shape, weight_shape, stride, padding, dilation, channels_last
                         channels_last=channels_last, input_name=input_name, weight_name=weight_name)
 
 
+def _exact_path(problem, *operands):
+    """A NaN or infinity among `operands` takes conv2d's im2col path with groups=C, which propagates it as PyTorch
+    does (functional._settle_algorithm); these kernels skip some of PyTorch's products (0 * inf = NaN) or form
+    others. Imported here, not at the top: functional imports this module."""
+    from fastconv import functional
+
+    return functional._im2col_fits(problem) and not all(map(functional._finite, operands))
+
+
+def _grouped(shape, channels_last):
+    """The conv2d(groups=C) weight shape of a depthwise weight shape: (R, S, C, M) -> (R, S, 1, C*M) (the same
+    memory); (C*M, 1, R, S) already is one."""
+    return (shape[0], shape[1], 1, shape[2] * shape[3]) if channels_last else tuple(shape)
+
+
 def _grad_output_array(grad_output, problem, what):
     go = check.array(grad_output, "grad_output", 4)
     if go.shape != problem.output_shape:
@@ -276,10 +291,20 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
     dtype = _common_dtype({"x": x_arr, "weight": w_arr, "bias": b_arr})
     if out is not None:
         out = check.output_buffer(out, problem.output_shape, dtype, {"x": x_arr, "weight": w_arr, "bias": b_arr})
+    else:
+        check.allocation(problem.output_shape, dtype, "depthwise_conv2d's output",
+                         f"x with shape {x_arr.shape}, weight with shape {w_arr.shape}, stride={stride!r}, "
+                         f"padding={padding!r}, dilation={dilation!r}")
     if math.prod(problem.output_shape) == 0:
         return out if out is not None else np.empty(problem.output_shape, dtype=dtype)
+    if _exact_path(problem, w_arr):
+        from fastconv import functional
+
+        return functional.conv2d(x_arr, w_arr.reshape(_grouped(w_arr.shape, channels_last)), b_arr, stride=stride,
+                                 padding=padding, dilation=dilation, groups=problem.groups, data_format=data_format,
+                                 algorithm="im2col", out=out)
     return _forward(problem, check.contiguous(x_arr, dtype), check.contiguous(w_arr, dtype),
-                    None if b_arr is None else check.contiguous(b_arr, dtype), out, get_num_threads())
+                    None if b_arr is None else check.contiguous(b_arr, dtype), out, threads_for_flops(problem.flops))
 
 
 def depthwise_conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="valid", dilation=1,
@@ -320,9 +345,16 @@ def depthwise_conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, p
     problem = _problem(input_shape, w_arr.shape, stride, padding, dilation, channels_last, "input_shape", "weight")
     go = _grad_output_array(grad_output, problem, f"input_shape={input_shape}")
     dtype = _common_dtype({"grad_output": go, "weight": w_arr})
+    check.allocation(input_shape, dtype, "depthwise_conv2d_grad_input's result", f"input_shape={input_shape}")
     if problem.batch == 0:
         return np.zeros(input_shape, dtype=dtype)
-    return _grad_input(problem, check.contiguous(go, dtype), check.contiguous(w_arr, dtype), get_num_threads())
+    if _exact_path(problem, w_arr):
+        from fastconv import functional
+
+        return functional.conv2d_grad_input(go, w_arr.reshape(_grouped(w_arr.shape, channels_last)), input_shape,
+                                            stride=stride, padding=padding, dilation=dilation, groups=problem.groups,
+                                            data_format=data_format, algorithm="im2col")
+    return _grad_input(problem, check.contiguous(go, dtype), check.contiguous(w_arr, dtype), threads_for_flops(problem.flops))
 
 
 def depthwise_conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid", dilation=1,
@@ -360,7 +392,14 @@ def depthwise_conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padd
     problem = _problem(x_arr.shape, weight_shape, stride, padding, dilation, channels_last, "x", "weight_shape")
     go = _grad_output_array(grad_output, problem, f"x with shape {x_arr.shape}")
     dtype = _common_dtype({"grad_output": go, "x": x_arr})
+    check.allocation(weight_shape, dtype, "depthwise_conv2d_grad_weight's result", f"weight_shape={weight_shape}")
     if problem.batch == 0:
         return np.zeros(weight_shape, dtype=dtype)
-    result = _grad_weight(problem, check.contiguous(go, dtype), check.contiguous(x_arr, dtype), get_num_threads())
+    if _exact_path(problem, go, x_arr):
+        from fastconv import functional
+
+        return functional.conv2d_grad_weight(go, x_arr, _grouped(weight_shape, channels_last), stride=stride,
+                                             padding=padding, dilation=dilation, groups=problem.groups,
+                                             data_format=data_format, algorithm="im2col").reshape(weight_shape)
+    result = _grad_weight(problem, check.contiguous(go, dtype), check.contiguous(x_arr, dtype), threads_for_flops(problem.flops))
     return result.reshape(weight_shape)

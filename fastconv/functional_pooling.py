@@ -10,7 +10,7 @@ from fastconv import _layout
 from fastconv import _validation as check
 from fastconv._kernels import avg_pooling, pooling
 from fastconv._problem import pool_problem
-from fastconv._threads import get_num_threads
+from fastconv._threads import threads_for_bytes
 
 __all__ = [
     "avg_pool2d", "avg_pool2d_grad", "global_avg_pool2d", "global_avg_pool2d_grad", "global_max_pool2d",
@@ -73,10 +73,12 @@ def avg_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
     problem = pool_problem(x_arr.shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                            channels_last=channels_last)
     dtype = check.compute_dtype_of(x_arr, "x")
+    check.allocation(problem.output_shape, dtype, "avg_pool2d's output",
+                     f"x with shape {x_arr.shape}, pool_size={pool_size!r}, stride={stride!r}, padding={padding!r}")
     out = np.empty(problem.output_shape, dtype=dtype)
     if out.size:
         avg_pooling.avg_forward(check.contiguous(x_arr, dtype), out, problem.geometry, *_far_padding(problem),
-                                count_include_pad, channels_last, get_num_threads())
+                                count_include_pad, channels_last, threads_for_bytes(x_arr.size * dtype.itemsize))
     return out
 
 
@@ -123,10 +125,11 @@ def avg_pool2d_grad(grad_output, input_shape, *, pool_size=2, stride=None, paddi
         raise ValueError(f"grad_output must have shape {problem.output_shape}, the pooled shape of "
                          f"input_shape={input_shape}; received grad_output with shape {go.shape}")
     dtype = check.compute_dtype_of(go, "grad_output")
+    check.allocation(input_shape, dtype, "avg_pool2d_grad's result", f"input_shape={input_shape}")
     result = np.empty(input_shape, dtype=dtype)
     if result.size:
         avg_pooling.avg_backward(check.contiguous(go, dtype), result, problem.geometry, *_far_padding(problem),
-                                 count_include_pad, channels_last, get_num_threads())
+                                 count_include_pad, channels_last, threads_for_bytes(result.nbytes))
     return result
 
 
@@ -195,7 +198,7 @@ def global_avg_pool2d(x, *, data_format="channels_last"):
     out = np.empty((n, c), dtype=dtype)
     if out.size:
         xc, kernel_channels_last = _kernel_layout(check.contiguous(x_arr, dtype), channels_last)
-        avg_pooling.global_avg_forward(xc, out, kernel_channels_last, get_num_threads())
+        avg_pooling.global_avg_forward(xc, out, kernel_channels_last, threads_for_bytes(xc.nbytes))
     return out
 
 
@@ -225,10 +228,12 @@ def global_avg_pool2d_grad(grad_output, input_shape, *, data_format="channels_la
     n, _, _, c = _plane_dims(input_shape, channels_last, "input_shape")
     go = _pooled_grad_output(grad_output, n, c, input_shape)
     dtype = check.compute_dtype_of(go, "grad_output")
+    check.allocation(input_shape, dtype, "global_avg_pool2d_grad's result", f"input_shape={input_shape}")
     result = np.empty(input_shape, dtype=dtype)
     if result.size:
         grad_in, kernel_channels_last = _kernel_layout(result, channels_last)
-        avg_pooling.global_avg_backward(check.contiguous(go, dtype), grad_in, kernel_channels_last, get_num_threads())
+        avg_pooling.global_avg_backward(check.contiguous(go, dtype), grad_in, kernel_channels_last,
+                                        threads_for_bytes(result.nbytes))
     return result
 
 
@@ -266,7 +271,7 @@ def global_max_pool2d(x, *, data_format="channels_last", return_indices=False):
     indices = np.empty((n, c), dtype=np.int64) if return_indices else None
     if out.size:
         xc, kernel_channels_last = _kernel_layout(check.contiguous(x_arr, dtype), channels_last)
-        avg_pooling.global_max_forward(xc, out, indices, kernel_channels_last, get_num_threads())
+        avg_pooling.global_max_forward(xc, out, indices, kernel_channels_last, threads_for_bytes(xc.nbytes))
     return (out, indices) if return_indices else out
 
 
@@ -307,9 +312,10 @@ def global_max_pool2d_grad(grad_output, indices, input_shape, *, data_format="ch
         raise ValueError(f"indices must have the shape of grad_output {go.shape}; received indices with shape "
                          f"{idx.shape}")
     dtype = check.compute_dtype_of(go, "grad_output")
+    check.allocation(input_shape, dtype, "global_max_pool2d_grad's result", f"input_shape={input_shape}")
     plane = h * w
     idx64 = np.ascontiguousarray(idx, dtype=np.int64)
-    n_threads = get_num_threads()
+    n_threads = threads_for_bytes(8 * idx64.size + np.dtype(dtype).itemsize * int(np.prod(input_shape)))
     if not pooling.indices_in_range(idx64.reshape(-1), plane, n_threads):
         raise ValueError(f"indices must lie in [0, {plane}) (flat positions in a {h}x{w} plane); received "
                          f"indices from {idx.min()} to {idx.max()}")

@@ -31,11 +31,17 @@ def torch():
 
 
 @pytest.fixture
-def threads():
-    """fastconv, with its thread count restored after the test whatever the test set it to."""
+def threads(monkeypatch):
+    """fastconv, with its thread count restored after the test whatever the test set it to.
+
+    Small-call thread capping is off inside: the tests' small shapes must really run on the threads they ask
+    for, or "identical for any thread count" would only ever compare one thread with itself.
+    """
     import fastconv
     from fastconv import _threads
 
+    monkeypatch.setattr(_threads, "_FLOPS_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "_BYTES_PER_THREAD", 1)
     old = _threads._requested_threads
     try:
         yield fastconv
@@ -51,3 +57,14 @@ def keras():
     if keras.backend.backend() != "torch":
         pytest.skip(f"Keras oracle tests need KERAS_BACKEND=torch; keras uses {keras.backend.backend()!r}")
     return keras
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="run the hypothesis fuzz tests (tests/fuzz) with 5,000 examples per op instead of 200")
+
+
+@pytest.fixture
+def fuzz_examples(request):
+    """Hypothesis examples per op for tests/fuzz: 200 (CI), or 5,000 with --fuzz-long."""
+    return 5000 if request.config.getoption("--fuzz-long") else 200

@@ -71,3 +71,20 @@ def test_omp_num_threads_sets_the_default():
                          capture_output=True, text=True, env=env, check=True)
     expected = "3" if fastconv.show_config()["openmp"] else "1"
     assert out.stdout.strip() == expected
+
+
+def test_small_calls_run_on_fewer_threads(threads, monkeypatch):
+    """Tiny kernel calls stay on one thread (a busy machine makes waking a second one cost milliseconds); big
+    ones use every thread asked for."""
+    from fastconv import _threads
+
+    monkeypatch.setattr(_threads, "_FLOPS_PER_THREAD", 2_000_000)   # the real grains (the fixture zeroes them)
+    monkeypatch.setattr(_threads, "_BYTES_PER_THREAD", 256 * 1024)
+    threads.set_num_threads(4)
+    assert _threads.threads_for_flops(1_000) == 1
+    assert _threads.threads_for_flops(5 * _threads._FLOPS_PER_THREAD) == 4
+    assert _threads.threads_for_flops(10 ** 12) == 4
+    assert _threads.threads_for_bytes(1024) == 1
+    assert _threads.threads_for_bytes(2 * _threads._BYTES_PER_THREAD) == 2
+    threads.set_num_threads(1)
+    assert _threads.threads_for_flops(10 ** 12) == 1
