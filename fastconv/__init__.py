@@ -10,6 +10,7 @@ The Keras-style layer and model API sits on top (``fastconv.Sequential``, ``fast
 ``fastconv.load_model``); ``fastconv demo`` trains a small MNIST convnet with it.
 """
 from fastconv._config import show_config
+from fastconv._include import get_include
 from fastconv._threads import get_num_threads, set_num_threads
 from fastconv._version import __version__
 from fastconv.functional import (
@@ -54,6 +55,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "get_include",
     "Model",
     "Sequential",
     "load_model",

@@ -13,6 +13,8 @@ import threading
 from fastconv._kernels import openmp_helpers
 
 _requested_threads = None
+# OMP_NUM_THREADS, or every core this process may use, as the OpenMP runtime saw it when fastconv loaded.
+_RUNTIME_DEFAULT = max(1, openmp_helpers.omp_max_threads())
 
 _blas_lock = threading.Lock()
 _blas_users = 0
@@ -59,17 +61,22 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the next kernel call will use.
+    """The number of threads the next kernel call will use (at most: small calls use fewer).
 
     ``set_num_threads(n)`` if it was called; otherwise the OpenMP runtime's default, which is
-    ``OMP_NUM_THREADS`` when set and else the number of cores this process may run on. 1 when fastconv was built
-    without OpenMP.
+    ``OMP_NUM_THREADS`` when set and else the number of cores this process may run on. A lower limit set in
+    the calling thread through OpenMP (``threadpoolctl.threadpool_limits(k, user_api="openmp")``) caps either.
+    1 when fastconv was built without OpenMP.
     """
     if not openmp_helpers.openmp_enabled():
         return 1
-    if _requested_threads is not None:
-        return _requested_threads
-    return max(1, openmp_helpers.omp_max_threads())
+    runtime = max(1, openmp_helpers.omp_max_threads())
+    if _requested_threads is None:
+        return runtime
+    # A runtime count below the one at import comes from omp_set_num_threads in this thread, which is how
+    # threadpoolctl's threadpool_limits works: honour it as a ceiling, so a caller that limits its libraries is
+    # never defeated by fastconv's own setting.
+    return min(_requested_threads, runtime) if runtime < _RUNTIME_DEFAULT else _requested_threads
 
 
 # Below this much work per thread, one more OpenMP thread costs more than it saves. Waking a thread takes
