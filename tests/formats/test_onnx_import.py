@@ -504,8 +504,11 @@ def test_loaded_model_trains_saves_and_loads(torch, residual_net, make_rng, tmp_
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     history = model.fit(xs, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    unchanged = [w.path for b, w in zip(before, model.trainable_weights) if np.array_equal(b, w.value)]
-    assert unchanged == ["pointwise_Conv/bias"]   # a bias right before batch normalisation gets no gradient
+    moved = {w.path: float(np.max(np.abs(b - w.value))) for b, w in zip(before, model.trainable_weights)}
+    # A bias right before batch normalisation gets no gradient: zero up to rounding (whether the rounding leaves
+    # it exactly unchanged depends on the data), while every other weight moves.
+    assert moved.pop("pointwise_Conv/bias") < 1e-6
+    assert all(change > 1e-6 for change in moved.values()), moved
     path = tmp_path / "model.fastconv"
     model.save(path)
     again = fastconv.load_model(path)
