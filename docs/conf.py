@@ -24,7 +24,10 @@ root_doc = "index"
 exclude_patterns = ["_build"]
 myst_heading_anchors = 3
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+# scikit-learn generates set_*_request methods on every estimator; their docstrings use sklearn's own glossary.
+autodoc_default_options = {"members": True, "inherited-members": False,
+                           "exclude-members": "set_fit_request,set_score_request,set_predict_request,"
+                                              "set_predict_proba_request"}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 # Links to files outside the docs (examples/, BENCHMARKS.md) are fine in the Markdown sources on GitHub; in the
