@@ -14,46 +14,15 @@ import math
 import sys
 import time
 
+from fastconv._argtypes import fraction as _fraction
+from fastconv._argtypes import image_size as _image_size
+from fastconv._argtypes import positive_int as _positive_int
 from fastconv.callbacks import Callback
 
 DEMO_INSTALL_HINT = 'pip install "fastconv[demo]"'
 
 
 # ---- shared helpers ------------------------------------------------------------------------------------------
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive int; received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int; received {text!r}")
-    return value
-
-
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1); received {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1); received {text!r}")
-    return value
-
-
-def _image_size(text):
-    """``150`` or ``150x120`` (rows x cols)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        sizes = []
-    if len(sizes) == 1:
-        sizes *= 2
-    if len(sizes) != 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"must be SIZE or ROWSxCOLS (positive ints); received {text!r}")
-    return tuple(sizes)
-
-
 class EpochTimer(Callback):
     """A callback that measures each epoch's wall time (training and validation)."""
 

@@ -11,54 +11,18 @@ Writes into DIR (created if missing), and lists:
 File names are built from layer names with every character outside ``[A-Za-z0-9_.-]`` replaced, so a model file
 can never make the command write outside DIR. Pillow is needed (``pip install Pillow``).
 """
-import argparse
 import os
 import sys
+
+from fastconv._argtypes import non_negative_int as _non_negative_int
+from fastconv._argtypes import positive_float as _positive_float
+from fastconv._argtypes import positive_int as _positive_int
+from fastconv._argtypes import unit_interval as _alpha
 
 __all__ = ["add_parser", "run"]
 
 #: the overlay is drawn at least this large (shorter side), so a 28 x 28 digit can still be looked at
 _MIN_OVERLAY = 224
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive int; received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int; received {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative int; received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative int; received {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number; received {text!r}")
-    return value
-
-
-def _alpha(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1]; received {text!r}")
-    return value
 
 
 def add_parser(commands):
