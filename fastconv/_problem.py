@@ -3,7 +3,6 @@
 The functional API builds a ConvProblem / PoolProblem from the user's arguments (all checks happen here or in
 _validation), then hands its `geometry` to the kernels.
 """
-import math
 from dataclasses import dataclass
 
 from fastconv import _layout
@@ -61,9 +60,20 @@ class ConvProblem:
         )
 
 
+def _check_extents(stride, window, pads, in_hw, stride_received, window_received, padded_received, window_name):
+    """Every stride, window extent and padded input size within check.INDEX_LIMIT, so that the kernels' index
+    arithmetic (sums of a few of them) cannot overflow int64."""
+    for axis, name in enumerate(("rows", "columns")):
+        check.within_index_limit(window[axis], f"the {window_name} extent along the {name}", window_received)
+        check.within_index_limit(stride[axis], f"the stride along the {name}", stride_received)
+        check.within_index_limit(in_hw[axis] + sum(pads[axis]), f"the padded input's number of {name}",
+                                 padded_received)
+
+
 def conv_problem(input_shape, weight_shape, *, stride, padding, dilation, groups, channels_last,
                  input_name="x", weight_name="weight"):
     """Check that a convolution of these shapes and options is well defined, and describe it."""
+    stride_arg, dilation_arg = stride, dilation
     stride = check.pair(stride, "stride")
     dilation = check.pair(dilation, "dilation")
     groups = check.positive_int(groups, "groups")
@@ -89,6 +99,9 @@ def conv_problem(input_shape, weight_shape, *, stride, padding, dilation, groups
         )
     effective = ((r - 1) * dilation[0] + 1, (s - 1) * dilation[1] + 1)
     pads = check.resolve_padding(pad_spec, (h, w), effective, stride)
+    _check_extents(stride, effective, pads, (h, w), f"stride={stride_arg!r}",
+                   f"dilation={dilation_arg!r} and {weight_name} with shape {tuple(weight_shape)}",
+                   f"{input_name} with shape {tuple(input_shape)} and padding={padding!r}", "dilated kernel")
     out_h = (h + pads[0][0] + pads[0][1] - effective[0]) // stride[0] + 1
     out_w = (w + pads[1][0] + pads[1][1] - effective[1]) // stride[1] + 1
     if out_h < 1 or out_w < 1:
@@ -136,19 +149,25 @@ def _pooled_size(n, k, s, before, after, ceil_mode):
     span = n + before + after - k
     if span < 0:
         return 0
-    out = (math.ceil(span / s) if ceil_mode else span // s) + 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1  # (integer ceil: exact for any size)
     if ceil_mode and (out - 1) * s >= n + before:
         out -= 1  # the last window would start in the padding (PyTorch's rule)
     return out
 
 
 def pool_problem(input_shape, *, pool_size, stride, padding, ceil_mode, channels_last, input_name="x"):
+    pool_arg, stride_arg = pool_size, stride
     pool_size = check.pair(pool_size, "pool_size")
     stride = pool_size if stride is None else check.pair(stride, "stride")
     ceil_mode = check.flag(ceil_mode, "ceil_mode")
     pad_spec = check.padding_spec(padding)
     n, h, w, c = _layout.nhwc_shape(input_shape, channels_last)
     pads = check.resolve_padding(pad_spec, (h, w), pool_size, stride)
+    _check_extents(stride, pool_size, pads, (h, w), f"stride={stride_arg!r}", f"pool_size={pool_arg!r}",
+                   f"{input_name} with shape {tuple(input_shape)} and padding={padding!r}", "pooling window")
+    # (a window's cell count, the divisor of count_include_pad averaging, is a product of the two extents)
+    check.within_index_limit(pool_size[0] * pool_size[1], "the pooling window's number of cells",
+                             f"pool_size={pool_arg!r}")
     for (before, after), k in zip(pads, pool_size):
         if before >= k or after >= k:
             raise ValueError(

@@ -3,14 +3,26 @@
 Every check raises before any kernel runs: ValueError for a bad value, TypeError for a bad type, with a message
 that names the argument and ends with the value received.
 """
+import functools
 import math
 import operator
+import os
 
 import numpy as np
 
 DATA_FORMATS = ("channels_last", "channels_first")
 ALGORITHMS = ("auto", "direct", "im2col")
 PADDING_HELP = 'padding must be "valid", "same", an int, (ph, pw) or ((top, bottom), (left, right))'
+# Largest spatial size, stride, padding or window the kernels accept: their index arithmetic (Py_ssize_t) adds a
+# few such numbers together, which stays inside int64 only when each is at most 2**60.
+INDEX_LIMIT = 2 ** 60
+INT64_MAX = 2 ** 63 - 1
+
+
+class SizeError(ValueError, MemoryError):
+    """An array fastconv would have to allocate does not fit: its size overflows 64 bits, or it is larger than
+    this machine's memory. A ValueError (the arguments ask for the impossible) that is also a MemoryError, so
+    code written for NumPy's allocation failures still catches it."""
 
 
 def _int(value, name):
@@ -86,7 +98,7 @@ def resolve_padding(spec, in_size, effective_kernel, stride):
     if spec == "same":
         pads = []
         for n, k, s in zip(in_size, effective_kernel, stride):
-            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            total = max((-(-n // s) - 1) * s + k - n, 0)  # (integer ceil: exact for any size)
             pads.append((total // 2, total - total // 2))
         return tuple(pads)
     return spec
@@ -118,9 +130,9 @@ def flag(value, name):
 def compute_dtype_of(array, name):
     """The float dtype an input is computed in: float32/float64 kept, float16 -> float32, int/bool -> float64."""
     dt = array.dtype
-    if dt in (np.float32, np.float64):
-        return dt
-    if dt == np.float16:
+    if dt.kind == "f" and dt.itemsize in (4, 8):
+        return np.dtype(f"f{dt.itemsize}")  # native byte order: big-endian data (from a file) is converted
+    if dt.kind == "f" and dt.itemsize == 2:
         return np.dtype(np.float32)
     if dt.kind in "biu":
         return np.dtype(np.float64)
@@ -146,6 +158,9 @@ def array(value, name, ndim):
 
 def contiguous(arr, dtype):
     """C-contiguous, aligned array of dtype, copying only when needed (views, Fortran order, negative strides)."""
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        allocation(arr.shape, dtype, "a C-contiguous copy of an input",
+                   f"an array of shape {arr.shape}, dtype {arr.dtype} and strides {arr.strides}")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
@@ -184,3 +199,55 @@ def output_buffer(out, shape, dtype, inputs):
         if arr is not None and np.may_share_memory(out, arr):
             raise ValueError(f"out must not overlap the input {name}; received an out that shares memory with {name}")
     return out
+
+
+# ---------------------------------------------------------------------------------------------- sizes that fit
+
+
+def within_index_limit(value, what, received):
+    """Refuse a spatial size, stride, padding or window above INDEX_LIMIT (see there), naming what it is."""
+    if value > INDEX_LIMIT:
+        raise SizeError(f"{what} is {value}, more than 2**60 = {INDEX_LIMIT}, the largest size the kernels' 64-bit "
+                        f"index arithmetic allows; received {received}")
+
+
+def _format_bytes(n):
+    for unit, scale in (("EiB", 2 ** 60), ("PiB", 2 ** 50), ("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+@functools.lru_cache(maxsize=1)
+def memory_limit():
+    """Bytes of memory this process can have at most: the machine's physical memory, or the cgroup (container)
+    limit when that is lower. An array larger than this cannot be allocated and filled."""
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        limit = INT64_MAX
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < limit:
+            limit = int(text)
+    return limit
+
+
+def allocation(shape, dtype, what, received):
+    """Raise SizeError, before anything is allocated, unless an array of this shape and dtype can exist here: its
+    byte size (zero-length axes aside) must fit in int64, and the array must fit in memory_limit()."""
+    itemsize = np.dtype(dtype).itemsize
+    addressed = math.prod(max(int(d), 1) for d in shape) * itemsize
+    if addressed > INT64_MAX:
+        raise SizeError(f"{what} would have shape {tuple(shape)}: {addressed // itemsize} {np.dtype(dtype)} elements "
+                        f"({addressed} bytes), more than a 64-bit size can hold; received {received}")
+    nbytes = math.prod(shape) * itemsize
+    limit = memory_limit()
+    if nbytes > limit:
+        raise SizeError(f"{what} would have shape {tuple(shape)} and need {_format_bytes(nbytes)} as "
+                        f"{np.dtype(dtype)}, more than the {_format_bytes(limit)} of memory on this machine; "
+                        f"received {received}")

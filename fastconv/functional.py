@@ -453,7 +453,14 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
     result = np.empty(input_shape, dtype=dtype)
     if result.size == 0:
         return result
-    pooling.backward(check.contiguous(go, dtype), idx64, result, problem.geometry, channels_last, n_threads)
+    geometry = problem.geometry
+    (top, bottom), (left, right) = problem.padding
+    if (problem.in_h + top + bottom) * (problem.in_w + left + right) > 4 * plane:
+        # Mostly padding (windows far larger than the input): the write-once path for stride == pool size visits
+        # every window cell, padding included, so a huge pool_size would take forever. The scatter path, which
+        # pooling.backward takes when stride != pool size and which reads no geometry, costs one step per output.
+        geometry = dict(geometry, kernel_h=problem.stride[0] + 1)
+    pooling.backward(check.contiguous(go, dtype), idx64, result, geometry, channels_last, n_threads)
     return result
 
 

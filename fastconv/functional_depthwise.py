@@ -42,6 +42,12 @@ MIN_GROUP_BLOCKS = 4
 # allocates them: they would not stay in the caches anyway, and streaming skips reading every line before writing
 # it (measured 1.4x on a 12.8 MB output).
 STREAM_BYTES = 4 << 20
+# The kernels malloc scratch per thread that grows with the problem's geometry, not its data: NHWC a ring of rows
+# (dilated kernel height x padded row width), NCHW stride_h x stride_w phase planes (or, for the input gradient,
+# planes padded by the dilated kernel). Huge strides, dilations or paddings (a small output) would ask for more
+# than any machine has. Scratch above this many bytes, and larger than the input and output together, sends the
+# problem to conv2d's direct kernels instead (they need no such buffers).
+SCRATCH_LIMIT_BYTES = 64 << 20
 
 
 def _common_dtype(named_arrays):
@@ -99,6 +105,54 @@ def _grad_input_plan(problem, itemsize):
                       row_bytes)
 
 
+def _scratch_bytes(problem, itemsize, grad_input=False):
+    """Bytes of scratch one thread mallocs (the kernels' own formulas, conv_depthwise.pyx; lane counts rounded
+    up)."""
+    lanes = conv_depthwise.lanes(itemsize)
+    r, s, (sh, sw), (dh, dw) = problem.kernel_h, problem.kernel_w, problem.stride, problem.dilation
+    multiplier = problem.out_c // problem.in_c
+    if not problem.channels_last:
+        if grad_input:
+            (top_pad, _), (left_pad, _) = problem.padding
+            top = -(-((r - 1) * dh - top_pad) // sh) if (r - 1) * dh > top_pad else 0
+            left = -(-((s - 1) * dw - left_pad) // sw) if (s - 1) * dw > left_pad else 0
+            rows = max(problem.out_h, (problem.in_h - 1 + top_pad) // sh + 1) + top
+            cols = max(problem.out_w, (problem.in_w - 1 + left_pad) // sw + 1) + left
+            return (multiplier * (rows * cols + 2 * lanes) + rows * cols + lanes) * itemsize
+        rows, cols = problem.out_h + (r - 1) * dh // sh, problem.out_w + (s - 1) * dw // sw
+        return (sh * sw * (rows * cols + 2 * lanes) + problem.out_h * cols + lanes) * itemsize
+    if grad_input:
+        group_lanes = _grad_input_plan(problem, itemsize)[0] * lanes
+        pad_left = problem.padding[1][0]
+        left = -(-((s - 1) * dw - pad_left) // sw) if (s - 1) * dw > pad_left else 0
+        cols = max(problem.out_w, (problem.in_w - 1 + pad_left) // sw + 1) + left
+        return ((r - 1) * dh // sh + 1) * multiplier * cols * group_lanes * itemsize
+    group_lanes = _forward_plan(problem, itemsize)[0] * lanes
+    cols = (problem.out_w - 1) * sw + (s - 1) * dw + 1
+    return ((r - 1) * dh + 1) * cols * group_lanes * itemsize
+
+
+def _needs_direct(problem, itemsize, grad_input=False):
+    """Whether the scratch these kernels would malloc is out of proportion (SCRATCH_LIMIT_BYTES)."""
+    scratch = _scratch_bytes(problem, itemsize, grad_input)
+    data = (math.prod(problem.input_shape) + math.prod(problem.output_shape)) * itemsize
+    return scratch > SCRATCH_LIMIT_BYTES and scratch > data
+
+
+def _direct_options(problem):
+    """conv2d's arguments for the same problem (groups == C, explicit padding, the problem's layout)."""
+    return dict(stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups,
+                data_format="channels_last" if problem.channels_last else "channels_first", algorithm="direct")
+
+
+def _conv_weight(weight, problem):
+    """A depthwise weight as conv2d(groups=C) takes it: (R, S, C, M) as HWIO (R, S, 1, C*M) (the same memory);
+    (C*M, 1, R, S) already is OIHW."""
+    if problem.channels_last:
+        return weight.reshape(problem.kernel_h, problem.kernel_w, 1, problem.out_c)
+    return weight
+
+
 def _aligned_empty(shape, dtype):
     """An uninitialised C-contiguous array whose data starts on a 64-byte boundary (a cache line, one lane
     block)."""
@@ -126,6 +180,10 @@ def _forward(problem, x, weight, bias, out, n_threads):
     """The depthwise convolution of x (contiguous, compute dtype) into out (allocated when None); weight in the
     layout's depthwise format."""
     rsk = _taps_by_channel(weight, problem.channels_last)
+    if _needs_direct(problem, x.dtype.itemsize):
+        from fastconv import functional
+
+        return functional.conv2d(x, _conv_weight(weight, problem), bias, out=out, **_direct_options(problem))
     if out is None:
         out = (_aligned_empty if problem.channels_last else np.empty)(problem.output_shape, x.dtype)
     if problem.channels_last:
@@ -143,6 +201,11 @@ def _forward(problem, x, weight, bias, out, n_threads):
 
 def _grad_input(problem, grad_output, weight, n_threads):
     rsk = _taps_by_channel(weight, problem.channels_last)
+    if _needs_direct(problem, grad_output.dtype.itemsize, grad_input=True):
+        from fastconv import functional
+
+        return functional.conv2d_grad_input(grad_output, _conv_weight(weight, problem), problem.input_shape,
+                                            **_direct_options(problem))
     result = (_aligned_empty if problem.channels_last else np.empty)(problem.input_shape, grad_output.dtype)
     if problem.channels_last:
         lanes = conv_depthwise.lanes(grad_output.dtype.itemsize)
@@ -161,6 +224,11 @@ def _grad_input(problem, grad_output, weight, n_threads):
 def _grad_weight(problem, grad_output, x, n_threads):
     """The weight gradient as (R*S, K) for channels_last, (K, R*S) for channels_first."""
     taps, dtype = problem.kernel_h * problem.kernel_w, x.dtype
+    if _needs_direct(problem, dtype.itemsize):
+        from fastconv import functional
+
+        grad = functional.conv2d_grad_weight(grad_output, x, problem.weight_shape, **_direct_options(problem))
+        return grad.reshape(taps, problem.out_c) if problem.channels_last else grad.reshape(problem.out_c, taps)
     if problem.channels_last:
         lanes = conv_depthwise.lanes(dtype.itemsize)
         group_blocks, band_rows = _forward_plan(problem, dtype.itemsize)
