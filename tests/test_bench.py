@@ -85,3 +85,16 @@ def test_bench_reports_each_installed_peer(tmp_path, capsys):
     assert "numpy" in results["peers"] and "numpy" in results["conv"][0]["seconds"]
     assert "vs each peer" in printed and "numpy" in printed
     assert set(results["conv"][0]["ratios"]) >= {"numpy"}
+
+
+def test_bench_with_numpy_as_the_only_peer(tmp_path, monkeypatch, capsys):
+    """A wheel installed without torch or onnxruntime still benchmarks (against NumPy) and plots."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert main(["--quick", "--layers", "mnist_c2", "--ops", "forward", "--rounds", "1", "--no-training",
+                 "--json", str(out), "--plot", str(png)]) == 0
+    results = json.loads(out.read_text())
+    assert list(results["peers"]) == ["numpy"] and png.stat().st_size > 0
+    assert "channels_first vs NCHW" not in capsys.readouterr().out

@@ -31,8 +31,8 @@ def conv_table(rows, sgemm):
         ratios = [r["ratio_nhwc"] for r in rows if r["op"] == op and r["ratio_nhwc"]]
         nchw = [r["ratio_nchw"] for r in rows if r["op"] == op and r["ratio_nchw"]]
         if ratios:
-            lines.append(f"{op}: geometric mean ratio {geomean(ratios):.2f} (min {min(ratios):.2f}); "
-                         f"channels_first vs NCHW peers {geomean(nchw):.2f}")
+            nchw_text = f"; channels_first vs NCHW peers {geomean(nchw):.2f}" if nchw else ""
+            lines.append(f"{op}: geometric mean ratio {geomean(ratios):.2f} (min {min(ratios):.2f}){nchw_text}")
         lines.extend(_per_peer_lines(op, [r for r in rows if r["op"] == op]))
     return "\n".join(lines)
 
