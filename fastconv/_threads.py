@@ -8,6 +8,7 @@ threads call fastconv at once.
 """
 import contextlib
 import operator
+import os
 import threading
 
 from fastconv._kernels import openmp_helpers
@@ -20,6 +21,26 @@ _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_controller = None
 _blas_saved = None
+
+# GNU libgomp keeps its thread team across fork, but the child gets none of the threads: a child forked after
+# the parent ran a parallel region hangs in its next multi-threaded one. Such a child runs fastconv on one thread.
+_ran_parallel = False
+_forked_after_parallel = False
+
+
+def _after_fork_in_child():
+    global _forked_after_parallel, _blas_lock, _blas_users
+    _forked_after_parallel = _forked_after_parallel or _ran_parallel
+    # a lock another parent thread held at the fork would stay held forever; the BLAS limit it set stays too
+    _blas_lock = threading.Lock()
+    if _blas_users:
+        _blas_users = 0
+        for lib, n in zip(_blas_controller, _blas_saved):
+            lib.set_num_threads(n)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):
@@ -66,9 +87,10 @@ def get_num_threads():
     ``set_num_threads(n)`` if it was called; otherwise the OpenMP runtime's default, which is
     ``OMP_NUM_THREADS`` when set and else the number of cores this process may run on. A lower limit set in
     the calling thread through OpenMP (``threadpoolctl.threadpool_limits(k, user_api="openmp")``) caps either.
-    1 when fastconv was built without OpenMP.
+    1 when fastconv was built without OpenMP, and in a process forked after fastconv ran multi-threaded
+    (GNU libgomp cannot start threads there: start worker processes with "spawn" or "forkserver" to use more).
     """
-    if not openmp_helpers.openmp_enabled():
+    if not openmp_helpers.openmp_enabled() or _forked_after_parallel:
         return 1
     runtime = max(1, openmp_helpers.omp_max_threads())
     if _requested_threads is None:
@@ -90,18 +112,23 @@ _BYTES_PER_THREAD = 256 * 1024
 def threads_for_flops(flops):
     """The threads a kernel call of ``flops`` arithmetic should use: ``get_num_threads()``, fewer for small
     calls (1 below ~4 MFLOP). Results do not depend on it: every output element has one owning thread."""
-    return max(1, min(get_num_threads(), int(flops // _FLOPS_PER_THREAD)))
+    return _note_parallel(max(1, min(get_num_threads(), int(flops // _FLOPS_PER_THREAD))))
 
 
 def threads_for_bytes(nbytes):
     """As :func:`threads_for_flops` for memory-bound kernels (pooling), by the bytes they touch."""
-    return max(1, min(get_num_threads(), int(nbytes // _BYTES_PER_THREAD)))
+    return _note_parallel(max(1, min(get_num_threads(), int(nbytes // _BYTES_PER_THREAD))))
+
+
+def _note_parallel(n):
+    global _ran_parallel
+    if n > 1:
+        _ran_parallel = True
+    return n
 
 
 def _scipy_blas_libraries():
     """threadpoolctl handles on the BLAS that scipy.linalg.cython_blas calls (loaded with our blas module)."""
-    import os
-
     import scipy
     import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS library before it is looked for)
     from threadpoolctl import ThreadpoolController

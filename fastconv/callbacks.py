@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "Progbar", "EarlyStopping", "ModelCheckpoint",
-           "LearningRateScheduler"]
+           "LearningRateScheduler", "TerminateOnNaN"]
 
 
 class Callback:
@@ -470,3 +470,42 @@ class LearningRateScheduler(Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, Keras's ``TerminateOnNaN``.
+
+    The loss ``fit`` logs after each batch is the epoch's running mean, so it stays invalid once one batch's loss
+    was. By default the callback prints ``Batch N: Invalid loss, terminating training`` and sets
+    ``model.stop_training``: the batch ends, the epoch ends (its ``on_epoch_end`` hooks run, as in Keras), and
+    ``fit`` returns. The weights are those after the invalid batch's update.
+
+    Parameters
+    ----------
+    raise_error : bool
+        Raise a RuntimeError at that batch instead, so that no later hook (a checkpoint of the damaged weights, the
+        other callbacks' ``on_train_end``) runs.
+
+    Examples
+    --------
+    >>> from fastconv.callbacks import TerminateOnNaN
+    >>> stop = TerminateOnNaN()
+    >>> stop.raise_error
+    False
+    """
+
+    def __init__(self, raise_error=False):
+        super().__init__()
+        if not isinstance(raise_error, (bool, np.bool_)):
+            raise TypeError(f"raise_error must be a bool; received raise_error={raise_error!r}")
+        self.raise_error = bool(raise_error)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        if self.raise_error:
+            raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: {float(loss)}. "
+                               f"Terminating training immediately.")
+        print(f"Batch {batch}: Invalid loss, terminating training")
+        self.model.stop_training = True

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastconv.formats.hdf5_heaps import check_global_heaps
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # HDF5 allows a user block before the superblock; the signature then sits at 512, 1024, 2048 ... bytes.
 _SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096, 8192)
 
 __all__ = ["is_hdf5", "open_h5", "LegacyLayer", "Keras3Node", "read_legacy", "read_keras3", "write_legacy",
-           "write_keras3", "layout_of"]
+           "write_keras3", "layout_of", "member", "attribute"]
 
 
 def _h5py():
@@ -48,6 +50,7 @@ def open_h5(source, description):
     """Open ``source`` (a path, or the bytes of an archive member) read-only; h5py's errors become ValueError."""
     h5py = _h5py()
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    check_global_heaps(source, description)
     try:
         f = h5py.File(handle, "r")
     except (OSError, ValueError) as exc:
@@ -76,23 +79,81 @@ def _strings(value):
     return out
 
 
-def _name_list(attrs, key):
-    """``attrs[key]``, or Keras's chunked form ``key0``, ``key1``... of an attribute too long for one header."""
-    if key in attrs:
-        return _strings(attrs[key])
+def attribute(obj, key, description):
+    """``obj.attrs[key]``, or None without it, for the attribute types Keras writes (strings, and arrays of
+    strings or numbers). Any other HDF5 type (a variable-length sequence, a compound, a reference ...) is refused
+    before it is read: decoding a damaged one can crash libhdf5 itself."""
+    h5py = _h5py()
+    if key not in obj.attrs:
+        return None
+    kind = h5py.h5a.open(obj.id, key.encode("utf-8")).get_type().get_class()
+    if kind not in (h5py.h5t.STRING, h5py.h5t.INTEGER, h5py.h5t.FLOAT):
+        raise ValueError(f"{description}: attribute {key!r} of {obj.name} has an HDF5 type (class {kind}) that "
+                         f"Keras never writes")
+    return obj.attrs[key]
+
+
+def _name_list(obj, key, description):
+    """``obj.attrs[key]``, or Keras's chunked form ``key0``, ``key1``... of an attribute too long for one header."""
+    if key in obj.attrs:
+        return _strings(attribute(obj, key, description))
     names, k = [], 0
-    while f"{key}{k}" in attrs:
-        names.extend(_strings(attrs[f"{key}{k}"]))
+    while f"{key}{k}" in obj.attrs:
+        names.extend(_strings(attribute(obj, f"{key}{k}", description)))
         k += 1
     return names
 
 
+# Deflate, the strongest filter Keras files could use, expands at most 1032-fold.
+_MAX_FILTER_RATIO = 1032
+
+
+def _has_path(group, key):
+    """Whether ``key`` (which may contain ``/``) names a link, without following any link to get there."""
+    h5py = _h5py()
+    node = group
+    for part in [p for p in key.split("/") if p]:
+        link = node.get(part, getlink=True)
+        if link is None:
+            return False
+        if not isinstance(link, h5py.HardLink):
+            return True  # member() refuses it with the reason
+        node = node[part]
+    return True
+
+
+def member(group, key, description):
+    """``group[key]`` through hard links only: HDF5 soft and external links (and Keras never writes either) can
+    point into other files, which a weight file must never make fastconv open."""
+    h5py = _h5py()
+    node = group
+    for part in [p for p in key.split("/") if p]:
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise ValueError(f"{description}: {node.name} has no member {part!r}")
+        if not isinstance(link, h5py.HardLink):
+            raise ValueError(f"{description}: {node.name.rstrip('/')}/{part} is an HDF5 {type(link).__name__}; "
+                             f"fastconv follows only the file's own (hard) links, never into other files")
+        node = node[part]
+    return node
+
+
 def _array(dataset, description):
+    """The numbers of a dataset stored inside the file, after checking the declared size against the stored one
+    (a forged shape must not make fastconv allocate what the file does not hold)."""
     h5py = _h5py()
     if not isinstance(dataset, h5py.Dataset):
         raise ValueError(f"{description} is not an array")
     if dataset.dtype.kind not in "fiub":
         raise ValueError(f"{description} holds {dataset.dtype} data, not numbers")
+    if dataset.is_virtual or dataset.external:
+        raise ValueError(f"{description} keeps its data in other files (an HDF5 virtual or external dataset); "
+                         f"fastconv reads only data stored inside the file")
+    stored = dataset.id.get_storage_size()
+    limit = stored if dataset.id.get_create_plist().get_nfilters() == 0 else stored * _MAX_FILTER_RATIO
+    if dataset.nbytes > limit:
+        raise ValueError(f"{description} declares shape {dataset.shape} ({dataset.nbytes} bytes of "
+                         f"{dataset.dtype}) but the file stores {stored} bytes for it")
     return np.asarray(dataset[()])
 
 
@@ -106,29 +167,51 @@ class LegacyLayer:
 
 def layout_of(f):
     """``"legacy_model"``, ``"legacy_weights"``, ``"keras3"`` or ``None`` for an open h5py file."""
-    if "model_weights" in f and "layer_names" in f["model_weights"].attrs or "model_config" in f.attrs:
+    h5py = _h5py()
+    # links are looked at, never followed, until member() has checked them ("name in group" would follow them)
+    weights_link = f.get("model_weights", getlink=True)
+    if isinstance(weights_link, h5py.HardLink) and "layer_names" in f["model_weights"].attrs \
+            or "model_config" in f.attrs:
         return "legacy_model"
     if "layer_names" in f.attrs or "layer_names0" in f.attrs:
         return "legacy_weights"
-    if "layers" in f or "vars" in f:
+    if f.get("layers", getlink=True) is not None or f.get("vars", getlink=True) is not None:
         return "keras3"
     return None
+
+
+def _once(obj, seen, description):
+    """``obj``, the first time it is reached. Keras writes trees; an object reached twice (hard links sharing a
+    group or a dataset, or making a cycle) would let a small file expand into endless reading."""
+    if obj.id in seen:
+        raise ValueError(f"{description}: {obj.name} is reached through several links (a shared object or a "
+                         f"cycle), which Keras files never contain")
+    seen.add(obj.id)
+    return obj
+
+
+def _unique(names, what, description):
+    if len(set(names)) != len(names):
+        raise ValueError(f"{description} lists {what} twice: {sorted({n for n in names if names.count(n) > 1})[:5]}")
+    return names
 
 
 def read_legacy(group, description):
     """The :class:`LegacyLayer` list of a legacy group (the file's root, or a full-model file's
     ``model_weights``), in ``layer_names`` order."""
-    layers = []
-    for name in _name_list(group.attrs, "layer_names"):
-        if name not in group:
+    layers, seen = [], set()
+    for name in _unique(_name_list(group, "layer_names", description), "a layer", description):
+        if group.get(name, getlink=True) is None:
             raise ValueError(f"{description} lists layer {name!r} in layer_names but has no group for it")
-        layer_group = group[name]
-        weight_names = _name_list(layer_group.attrs, "weight_names")
+        layer_group = _once(member(group, name, description), seen, description)
+        weight_names = _unique(_name_list(layer_group, "weight_names", description),
+                               f"a weight of layer {name!r}", description)
         arrays = []
         for weight_name in weight_names:
-            if weight_name not in layer_group:
+            if not _has_path(layer_group, weight_name):
                 raise ValueError(f"{description}: layer {name!r} lists weight {weight_name!r} but does not hold it")
-            arrays.append(_array(layer_group[weight_name], f"{description}: weight {name}/{weight_name}"))
+            dataset = _once(member(layer_group, weight_name, description), seen, description)
+            arrays.append(_array(dataset, f"{description}: weight {name}/{weight_name}"))
         layers.append(LegacyLayer(name, weight_names, arrays))
     return layers
 
@@ -141,26 +224,28 @@ class Keras3Node:
     children: dict = field(default_factory=dict)
 
 
-def read_keras3(group, description, depth=0):
+def read_keras3(group, description, depth=0, _seen=None):
     """The :class:`Keras3Node` tree rooted at ``group``."""
     h5py = _h5py()
     if depth > 64:
         raise ValueError(f"{description} nests objects more than 64 deep")
+    seen = {group.id} if _seen is None else _seen
     node = Keras3Node()
     for key in group:
-        item = group[key]
+        item = _once(member(group, key, description), seen, description)
         if key == "vars":
             if not isinstance(item, h5py.Group):
                 raise ValueError(f"{description}: {item.name} is not a group")
-            name = item.attrs.get("name")
+            name = attribute(item, "name", description)
             node.name = _strings(name)[0] if name is not None and len(_strings(name)) == 1 else None
             indices = sorted(item.keys(), key=lambda k: int(k) if k.isdigit() else -1)
             if indices != [str(k) for k in range(len(indices))]:
                 raise ValueError(f"{description}: {item.name} must hold arrays named 0, 1, ...; received "
                                  f"{sorted(item.keys())}")
-            node.arrays = [_array(item[k], f"{description}: {item.name}/{k}") for k in indices]
+            node.arrays = [_array(_once(member(item, k, description), seen, description),
+                                  f"{description}: {item.name}/{k}") for k in indices]
         elif isinstance(item, h5py.Group):
-            node.children[key] = read_keras3(item, description, depth + 1)
+            node.children[key] = read_keras3(item, description, depth + 1, seen)
     return node
 
 

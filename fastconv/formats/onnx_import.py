@@ -118,10 +118,13 @@ def load_onnx(path_or_bytes, data_format="channels_first"):
     if data_format not in ("channels_first", "channels_last"):
         raise ValueError(f'data_format must be "channels_first" or "channels_last"; received '
                          f'data_format={data_format!r}')
+    from fastconv.models.saving import file_errors
+
     onnx = _import_onnx()
     proto, label = _read(onnx, path_or_bytes)
-    _check_structure(onnx, proto, label)
-    return _Converter(onnx, proto, label, data_format).convert()
+    with file_errors(label):  # a damaged file can upset code far from here (a name that is bytes, ...)
+        _check_structure(onnx, proto, label)
+        return _Converter(onnx, proto, label, data_format).convert()
 
 
 def _import_onnx():
@@ -160,14 +163,40 @@ def _read(onnx, source):
     return proto, label
 
 
+def _all_tensors(onnx, graph, label, depth=0):
+    """Every tensor a graph holds: initializers (sparse ones too) and node attributes, in subgraphs as well, so
+    that no tensor stored in an external file reaches onnx.checker (which would look the file up) or a reader."""
+    if depth > 64:
+        raise ValueError(f"{label} nests subgraphs more than 64 deep; received graph {graph.name!r:.80}")
+    A = onnx.AttributeProto
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == A.TENSOR:
+                yield a.t
+            elif a.type == A.TENSORS:
+                yield from a.tensors
+            elif a.type == A.SPARSE_TENSOR:
+                yield from (a.sparse_tensor.values, a.sparse_tensor.indices)
+            elif a.type == A.SPARSE_TENSORS:
+                for sparse in a.sparse_tensors:
+                    yield from (sparse.values, sparse.indices)
+            elif a.type == A.GRAPH:
+                yield from _all_tensors(onnx, a.g, label, depth + 1)
+            elif a.type == A.GRAPHS:
+                for g in a.graphs:
+                    yield from _all_tensors(onnx, g, label, depth + 1)
+
+
 def _check_structure(onnx, proto, label):
     """A protobuf that parses is not yet a model: empty or truncated buffers parse too. Check it."""
     if not proto.ir_version or not proto.HasField("graph") or not proto.graph.output:
         raise ValueError(f"{label} is not a valid ONNX model: it has no IR version, graph or graph output (an "
                          f"empty, truncated or non-ONNX file); received a model with ir_version="
                          f"{proto.ir_version}, {len(proto.graph.node)} nodes and {len(proto.graph.output)} outputs")
-    for tensor in list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute
-                                                   if a.type == onnx.AttributeProto.TENSOR]:
+    for tensor in _all_tensors(onnx, proto.graph, label):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise ValueError(f"{label}: tensor {tensor.name!r} is stored in an external file; load_onnx reads "
                              f"self-contained models only (save with onnx.save_model(..., "

@@ -47,6 +47,9 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _MAX_NDIM = 32
 # A tensor larger than its storage is a stride-0 broadcast; cap what such a tensor may expand to.
 _MAX_BROADCAST_BYTES = 1 << 28
+# Tensors may share storages (tied weights, views), but a pickle can rebuild one storage any number of times:
+# all tensors together may hold this many times the bytes of the storages read, plus one broadcast's worth.
+_MAX_EXPANSION = 4
 
 
 class _Invalid(ValueError):
@@ -137,6 +140,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._byteorder = byteorder
         self._raw = {}  # storage key -> bytes (a storage may be viewed with several element types)
         self._storages = {}  # (key, code) -> _Storage
+        self._tensor_bytes = 0  # what the rebuilt tensors hold so far
         self._globals = _allowed_globals(self)
 
     def _fail(self, reason):
@@ -196,6 +200,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if count > base.size and count * base.itemsize > _MAX_BROADCAST_BYTES:
             raise self._fail(f"tensor of size {tuple(size)} would expand storage {storage.key!r} of {base.size} "
                              f"elements past {_MAX_BROADCAST_BYTES} bytes")
+        self._tensor_bytes += count * base.itemsize
+        stored = sum(len(raw) for raw in self._raw.values())
+        if self._tensor_bytes > _MAX_EXPANSION * stored + _MAX_BROADCAST_BYTES:
+            raise self._fail(f"the tensors rebuilt so far hold {self._tensor_bytes} bytes, more than "
+                             f"{_MAX_EXPANSION} times the {stored} bytes of storage the file holds (plus "
+                             f"{_MAX_BROADCAST_BYTES}): the pickle rebuilds its storages over and over")
         # bounds checked above, so the strided view stays inside the storage; the copy owns its data
         view = np.lib.stride_tricks.as_strided(base[storage_offset:], shape=tuple(size),
                                                strides=tuple(s * base.itemsize for s in stride), writeable=False)

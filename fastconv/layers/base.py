@@ -39,6 +39,7 @@ Weights are float32 unless the layer is built with ``dtype="float64"`` (used by 
 cast to the layer's dtype on the way in, so a uint8 image batch becomes float32 at the first layer.
 """
 import contextlib
+import math
 import re
 import threading
 
@@ -81,6 +82,34 @@ def unique_name(base):
 
 def format_shape(shape):
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+# What the weights created in this thread may still take, in bytes (None: no limit). A model rebuilt from a
+# file's config allocates its weights before they are compared with the file's arrays; the budget keeps a forged
+# config from making that allocation far larger than the file (see weight_budget).
+_budget = threading.local()
+
+
+@contextlib.contextmanager
+def weight_budget(nbytes, description):
+    """Refuse, within the block, to create weights of more than ``nbytes`` in all (a ValueError naming
+    ``description`` and the weight, raised before anything is allocated)."""
+    previous = getattr(_budget, "state", None)
+    _budget.state = [int(nbytes), description]
+    try:
+        yield
+    finally:
+        _budget.state = previous
+
+
+def _spend(nbytes, path, shape):
+    state = getattr(_budget, "state", None)
+    if state is None:
+        return
+    if nbytes > state[0]:
+        raise ValueError(f"{state[1]}: the model it describes declares weight {path!r} of shape {tuple(shape)}, "
+                         f"more than the file's weight data can fill")
+    state[0] -= nbytes
 
 
 class Variable:
@@ -165,7 +194,9 @@ class Layer:
         """Create, initialise and register a weight; returns its :class:`Variable`."""
         from fastconv import initializers
 
-        value = initializers.get(initializer)(tuple(shape), dtype=self.dtype)
+        shape = tuple(shape)
+        _spend(math.prod(shape) * np.dtype(self.dtype).itemsize, f"{self.name}/{name}", shape)
+        value = initializers.get(initializer)(shape, dtype=self.dtype)
         variable = Variable(value.astype(self.dtype, copy=False), name, f"{self.name}/{name}", trainable)
         self._weights.append(variable)
         return variable

@@ -39,18 +39,21 @@ def _rows(data, rows):
 
 
 class ArrayBatches:
-    """Batches of in-memory arrays, optionally reshuffled every epoch with a seeded generator.
+    """Batches of in-memory arrays, optionally reshuffled every epoch.
+
+    Epoch ``e``'s order comes from ``(seed, e)`` alone, not from a generator carried across epochs, so a run
+    resumed at ``initial_epoch=k`` shuffles epoch ``k`` exactly as the uninterrupted run did.
 
     Batches are views when not shuffling and copies of ``batch_size`` rows when shuffling: memory stays bounded by
     one batch beyond the data itself. ``x`` keeps its dtype (uint8 images stay uint8 until the model casts each
     batch to float32).
     """
 
-    def __init__(self, x, y, batch_size, shuffle=False, rng=None):
+    def __init__(self, x, y, batch_size, shuffle=False, seed=0):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.rng = rng
+        self.seed = seed
         self.exhausted = False
 
     @property
@@ -61,8 +64,8 @@ class ArrayBatches:
     def steps(self):
         return math.ceil(self.n / self.batch_size)
 
-    def epoch(self):
-        order = self.rng.permutation(self.n) if self.shuffle else None
+    def epoch(self, index=0):
+        order = np.random.default_rng([self.seed, index]).permutation(self.n) if self.shuffle else None
         for start in range(0, self.n, self.batch_size):
             rows = slice(start, start + self.batch_size) if order is None else order[start:start + self.batch_size]
             yield _rows(self.x, rows), _rows(self.y, rows)
@@ -110,7 +113,8 @@ class GeneratorBatches:
         except StopIteration:
             return None
 
-    def epoch(self):
+    def epoch(self, index=0):
+        """One epoch's batches (``index`` is unused: the generator decides its own order)."""
         produced = 0
         while self.steps is None or produced < self.steps:
             if self.steps is None and produced > 0:

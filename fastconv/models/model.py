@@ -677,11 +677,11 @@ class Model(Layer):
                 raise ValueError(str(exc).replace("y must", f"{label} must").replace("received y ",
                                                                                       f"received {label} ")) from None
 
-    def _batches(self, xs, ys, batch_size, shuffle=False, rng=None):
+    def _batches(self, xs, ys, batch_size, shuffle=False, seed=0):
         """Batches of the arrays: plain arrays for one input/output, lists of them for several."""
         x = xs[0] if len(xs) == 1 else xs
         y = ys[0] if ys is not None and len(ys) == 1 else ys
-        return data_module.ArrayBatches(x, y, batch_size, shuffle=shuffle, rng=rng)
+        return data_module.ArrayBatches(x, y, batch_size, shuffle=shuffle, seed=seed)
 
     def _generator(self, source, steps, mode="fit"):
         return data_module.GeneratorBatches(source, steps, mode=mode,
@@ -745,7 +745,10 @@ class Model(Layer):
         seed = utils.check_seed(seed)
         seeds = np.random.SeedSequence(seed if seed is not None else
                                        int(utils.global_generator().integers(0, 2**63))).spawn(3)
-        shuffle_rng, dropout_seed, build_rng = (np.random.default_rng(s) for s in seeds)
+        shuffle_rng, dropout_rng, build_rng = (np.random.default_rng(s) for s in seeds)
+        # each epoch's shuffling and dropout masks derive from (these, epoch): resuming at initial_epoch=k
+        # replays epoch k exactly
+        shuffle_seed, dropout_seed = int(shuffle_rng.integers(0, 2**63)), int(dropout_rng.integers(0, 2**63))
 
         if data_module.is_generator(x):
             if y is not None:
@@ -774,7 +777,7 @@ class Model(Layer):
                 raise ValueError(f"x must hold at least one sample; received x with shape {xs[0].shape}")
             self._check_x(xs)
             self._validate_targets(ys)
-            train = self._batches(xs, ys, batch_size, shuffle=bool(shuffle), rng=shuffle_rng)
+            train = self._batches(xs, ys, batch_size, shuffle=bool(shuffle), seed=shuffle_seed)
             if steps_per_epoch is not None:
                 raise ValueError("steps_per_epoch only applies to data generators; received steps_per_epoch="
                                  f"{steps_per_epoch!r} with array x")
@@ -784,10 +787,8 @@ class Model(Layer):
             validation = self._validation_batches(validation_data, validation_batch_size or batch_size or 32,
                                                   validation_steps)
 
-        if seed is not None:
-            for i, layer in enumerate(self._all_layers()):
-                if isinstance(layer, Dropout) and layer.seed is None:
-                    layer.set_generator(np.random.default_rng([dropout_seed.integers(0, 2**63), i]))
+        seeded_dropout = [] if seed is None else [layer for layer in self._all_layers()
+                                                  if isinstance(layer, Dropout) and layer.seed is None]
 
         history = callbacks_module.History()
         user = list(callbacks or [])
@@ -801,8 +802,10 @@ class Model(Layer):
         for epoch in range(initial_epoch, epochs):
             trackers = None
             cbs.on_epoch_begin(epoch)
+            for i, layer in enumerate(seeded_dropout):
+                layer.set_generator(np.random.default_rng([dropout_seed, i, epoch]))
             seen = 0
-            for step, (xb, yb) in enumerate(train.epoch()):
+            for step, (xb, yb) in enumerate(train.epoch(epoch)):
                 if self._graph is None:
                     self._ensure_built(self._x_list(xb), build_rng if seed is not None else None)
                 cbs.on_train_batch_begin(step)

@@ -16,6 +16,7 @@ the target with ``os.replace``; an interrupted save leaves any previous file unt
 """
 import contextlib
 import json
+import math
 import os
 import secrets
 import zipfile
@@ -26,7 +27,8 @@ FORMAT = "fastconv.model"
 WEIGHTS_FORMAT = "fastconv.weights"
 FORMAT_VERSION = 1
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "atomic_write", "atomic_path"]
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "atomic_write", "atomic_path",
+           "file_errors", "weight_budget_for"]
 
 
 @contextlib.contextmanager
@@ -81,30 +83,101 @@ def _write_archive(path, config, arrays, overwrite):
     atomic_write(path, write)
 
 
+# What a reader may let through as they are: the file is missing or unreadable, or an optional dependency is.
+_PASS_THROUGH = (FileNotFoundError, IsADirectoryError, PermissionError, ImportError)
+_MAX_CONFIG_BYTES = 64 << 20
+
+
+@contextlib.contextmanager
+def file_errors(description):
+    """Turn any error that a file's *content* provokes into a ValueError whose message names the file.
+
+    A hostile or damaged file reaches code far from the reader (layer constructors, zipfile, NumPy, h5py), whose
+    errors are TypeError, KeyError, RecursionError, ...; for the caller they all mean "this file is invalid".
+    ``description`` names the file as the messages do (``"filepath='...'"``); ValueErrors that already contain it
+    pass unchanged, others get it as a prefix.
+    """
+    try:
+        yield
+    except _PASS_THROUGH:
+        raise
+    except ValueError as exc:
+        if description in str(exc):
+            raise
+        raise ValueError(f"{description}: {exc}") from exc
+    except Exception as exc:
+        raise ValueError(f"{description} is damaged or invalid ({type(exc).__name__}: {str(exc)[:300]})") from exc
+
+
+def weight_budget_for(stored_bytes):
+    """What a model rebuilt from a file may allocate for its weights when the file holds ``stored_bytes`` of
+    weight data: room for the file's dtype to be half the model's, plus 1 MiB."""
+    return 2 * stored_bytes + (1 << 20)
+
+
+def _read_npy(zf, info, description):
+    """One ``.npy`` member, after checking that its header declares exactly the bytes the member holds (so a
+    forged shape cannot make the reader allocate more than the archive declares) and no Python objects."""
+    with zf.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"member {info.filename!r} is a .npy array of format version {version}, which "
+                             f"fastconv does not write; received {description}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(member)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects, which fastconv never unpickles "
+                             f"(allow_pickle=False); received {description}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != info.file_size - member.tell():
+            raise ValueError(f"member {info.filename!r} declares a {dtype} array of shape {shape} ({nbytes} bytes) "
+                             f"but holds {info.file_size - member.tell()} bytes of data; received {description}")
+    with zf.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
 def _read_archive(path, expected_format):
     path = os.fspath(path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise ValueError(f"filepath is not a fastconv model file (not a zip archive); received filepath={path!r}") \
-            from None
-    with zf:
+    description = f"filepath={path!r}"
+    with file_errors(description):
         try:
-            config = json.loads(zf.read("config.json"))
-        except KeyError:
-            raise ValueError(f"filepath is not a fastconv model file (no config.json); received filepath={path!r}") \
-                from None
-        if not isinstance(config, dict) or config.get("format") not in (FORMAT, WEIGHTS_FORMAT):
-            raise ValueError(f"filepath is not a fastconv model file; received filepath={path!r}")
-        if config.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"filepath was written by a newer fastconv (format version "
-                             f"{config.get('format_version')}); received filepath={path!r}")
-        if expected_format == FORMAT and config["format"] != FORMAT:
-            raise ValueError(f"filepath holds weights only (use model.load_weights); received filepath={path!r}")
-        arrays = {}
-        for name in config.get("arrays", []):
-            with zf.open(name + ".npy") as member:
-                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            raise ValueError(f"filepath is not a fastconv model file (not a zip archive); received "
+                             f"{description}") from None
+        with zf:
+            try:
+                info = zf.getinfo("config.json")
+            except KeyError:
+                raise ValueError(f"filepath is not a fastconv model file (no config.json); received "
+                                 f"{description}") from None
+            if info.file_size > _MAX_CONFIG_BYTES:
+                raise ValueError(f"filepath's config.json declares {info.file_size} bytes, more than the "
+                                 f"{_MAX_CONFIG_BYTES} allowed; received {description}")
+            config = json.loads(zf.read(info))
+            if not isinstance(config, dict) or config.get("format") not in (FORMAT, WEIGHTS_FORMAT):
+                raise ValueError(f"filepath is not a fastconv model file; received {description}")
+            version = config.get("format_version", 0)
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise ValueError(f"filepath has an invalid format version {version!r:.80}; received {description}")
+            if version > FORMAT_VERSION:
+                raise ValueError(f"filepath was written by a newer fastconv (format version {version}); received "
+                                 f"{description}")
+            if expected_format == FORMAT and config["format"] != FORMAT:
+                raise ValueError(f"filepath holds weights only (use model.load_weights); received {description}")
+            names = config.get("arrays", [])
+            if (not isinstance(names, list) or not all(isinstance(name, str) for name in names)
+                    or len(set(names)) != len(names)):
+                raise ValueError(f"filepath's config.json lists its arrays as {names!r:.200}; received {description}")
+            arrays = {}
+            for name in names:
+                try:
+                    member = zf.getinfo(name + ".npy")
+                except KeyError:
+                    raise ValueError(f"filepath lists array {name!r} but has no member {name + '.npy'!r}; "
+                                     f"received {description}") from None
+                arrays[name] = _read_npy(zf, member, description)
     return config, arrays
 
 
@@ -158,54 +231,46 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
 
 
 def load_fastconv_model(filepath, compile=True):
-    """Load a model saved by ``model.save``: the same architecture, weights bit for bit, and (with
-    ``compile=True``) the same optimizer, loss, metrics and optimizer state, so training resumes exactly.
-
-    Parameters
-    ----------
-    filepath : str or os.PathLike
-    compile : bool
-        Restore the compile settings and optimizer state (when the file has them).
-
-    Returns
-    -------
-    fastconv.Sequential or fastconv.Model
-
-    Raises
-    ------
-    ValueError
-        If the file is not a fastconv model file or does not match its own architecture.
-    """
+    """:func:`load_model` for fastconv's own format (architecture, exact weights, compile settings and
+    optimizer state); raises ValueError for a file that is not one or does not match its own architecture."""
     from fastconv import losses, metrics, optimizers
+    from fastconv.layers.base import weight_budget
     from fastconv.models import serialization
 
     config, arrays = _read_archive(filepath, FORMAT)
-    model_config = config["model"]
-    if model_config.get("class_name") not in ("Sequential", "Functional"):
-        raise ValueError(f"filepath holds an unknown model class {model_config.get('class_name')!r}; received "
-                         f"filepath={os.fspath(filepath)!r}")
-    model = serialization.deserialize(model_config)
-    _assign_weights(model, arrays, filepath)
-    compile_config = config.get("compile")
-    if compile and compile_config:
-        optimizer = optimizers.deserialize(compile_config["optimizer"])
+    with file_errors(f"filepath={os.fspath(filepath)!r}"):  # the config comes from the file: it may be anything
+        model_config = config.get("model")
+        if not isinstance(model_config, dict) or model_config.get("class_name") not in ("Sequential", "Functional"):
+            found = model_config.get("class_name") if isinstance(model_config, dict) else model_config
+            raise ValueError(f"filepath holds an unknown model class {found!r:.100}; received "
+                             f"filepath={os.fspath(filepath)!r}")
+        stored = sum(a.nbytes for name, a in arrays.items() if name.startswith("weights/"))
+        with weight_budget(weight_budget_for(stored), f"filepath={os.fspath(filepath)!r}"):
+            model = serialization.deserialize(model_config)
+        if not model.built:  # model.save refuses unbuilt models: this config was not written by it
+            raise ValueError(f"filepath holds a model without an input shape; received "
+                             f"filepath={os.fspath(filepath)!r}")
+        _assign_weights(model, arrays, filepath)
+        compile_config = config.get("compile")
+        if compile and compile_config:
+            optimizer = optimizers.deserialize(compile_config["optimizer"])
 
-        def rebuild(entry, leaf):
-            if isinstance(entry, dict) and "class_name" not in entry:
-                return {k: rebuild(v, leaf) for k, v in entry.items()}
-            if isinstance(entry, list):
-                return [rebuild(v, leaf) for v in entry]
-            return None if entry is None else leaf(entry)
+            def rebuild(entry, leaf):
+                if isinstance(entry, dict) and "class_name" not in entry:
+                    return {k: rebuild(v, leaf) for k, v in entry.items()}
+                if isinstance(entry, list):
+                    return [rebuild(v, leaf) for v in entry]
+                return None if entry is None else leaf(entry)
 
-        model.compile(optimizer=optimizer, loss=rebuild(compile_config["loss"], losses.get),
-                      metrics=rebuild(compile_config.get("metrics") or [], metrics.deserialize),
-                      loss_weights=compile_config.get("loss_weights"))
-        slots = {}
-        for name, value in arrays.items():
-            if name.startswith("optimizer/"):
-                _, slot, var_path = name.split("/", 2)
-                slots.setdefault(slot, {})[var_path] = value
-        optimizer.set_state({"iterations": config.get("optimizer_iterations", 0), "slots": slots})
+            model.compile(optimizer=optimizer, loss=rebuild(compile_config["loss"], losses.get),
+                          metrics=rebuild(compile_config.get("metrics") or [], metrics.deserialize),
+                          loss_weights=compile_config.get("loss_weights"))
+            slots = {}
+            for name, value in arrays.items():
+                if name.startswith("optimizer/"):
+                    _, slot, var_path = name.split("/", 2)
+                    slots.setdefault(slot, {})[var_path] = value
+            optimizer.set_state({"iterations": config.get("optimizer_iterations", 0), "slots": slots})
     return model
 
 
@@ -227,7 +292,15 @@ def load_fastconv_weights(model, filepath):
     config, arrays = _read_archive(filepath, WEIGHTS_FORMAT)
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built before weights are loaded into it")
+    with file_errors(f"filepath={os.fspath(filepath)!r}"):
+        _assign_by_position(model, config, arrays, filepath)
+
+
+def _assign_by_position(model, config, arrays, filepath):
     order = config.get("weights", [])
+    if not isinstance(order, list) or not all(isinstance(p, str) and f"weights/{p}" in arrays for p in order):
+        raise ValueError(f"the file's list of weights does not match its arrays; received "
+                         f"filepath={os.fspath(filepath)!r}")
     variables = model.weights
     if len(order) != len(variables):
         raise ValueError(f"model {model.name!r} has {len(variables)} weights but the file holds {len(order)}; "

@@ -14,6 +14,16 @@ def require_pillow():
     return Image
 
 
+def refuse_bombs(Image, img):
+    """Raise ``DecompressionBombError`` for an opened image with more pixels than ``Image.MAX_IMAGE_PIXELS``.
+    Pillow only warns between its limit and twice it; a small hostile file must not make us decode (and convert
+    to float32) hundreds of millions of pixels."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.size[0] * img.size[1] > limit:
+        raise Image.DecompressionBombError(f"the image has {img.size[0]}x{img.size[1]} pixels, more than "
+                                           f"PIL.Image.MAX_IMAGE_PIXELS={limit}")
+
+
 def _resample(Image, interpolation):
     filters = getattr(Image, "Resampling", Image)         # Pillow >= 9.1 has the Resampling enum
     return getattr(filters, interpolation.upper())
@@ -34,13 +44,15 @@ def load_image(path, color_mode, target_size, interpolation):
     Raises
     ------
     OSError
-        When Pillow cannot open or decode the file (missing, truncated, not an image); the message names it.
+        When Pillow cannot open or decode the file (missing, truncated, not an image), or when it has more pixels
+        than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb); the message names it.
     """
     Image = require_pillow()
     mode, channels = COLOR_MODES[color_mode]
     rows, cols = target_size
     try:
         with Image.open(path) as img:
+            refuse_bombs(Image, img)
             img = img.convert(mode)                           # decodes the whole file: corrupt data fails here
             if img.size != (cols, rows):
                 img = img.resize((cols, rows), _resample(Image, interpolation))

@@ -354,13 +354,17 @@ def read_image(path, mode="RGB"):
     Raises
     ------
     OSError
-        When the file is missing or is not an image Pillow can decode (the message names the file).
+        When the file is missing or is not an image Pillow can decode, or has more pixels than
+        ``PIL.Image.MAX_IMAGE_PIXELS`` (the message names the file).
     """
+    from fastconv.preprocessing._pillow import refuse_bombs
+
     if mode not in ("RGB", "L"):
         raise ValueError(f'mode must be "RGB" or "L"; received mode={mode!r}')
     Image = _pillow()
     try:
         with Image.open(path) as picture:
+            refuse_bombs(Image, picture)
             return np.asarray(picture.convert(mode), dtype=np.uint8).copy()
     except Exception as exc:            # Pillow raises OSError, SyntaxError, ValueError ... for bad files
         raise OSError(f"cannot read image file {os.fspath(path)!r}: {type(exc).__name__}: {exc}") from exc
