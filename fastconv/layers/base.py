@@ -386,9 +386,14 @@ class ActivationMixin:
     #: set by a model whose loss reads this layer's logits, so they are kept at inference too
     _keep_logits = False
 
-    def _activate(self, logits, training):
+    def _activate(self, logits, training, owned=False):
+        """``owned``: the layer computed ``logits`` itself, so nothing else holds them."""
+        keep = self._keep_state(training) or self._keep_logits
+        if owned and not keep and getattr(self.activation, "_plain", False):
+            self._activation_cache = None
+            return np.maximum(logits, logits.dtype.type(0), out=logits)  # plain ReLU in place: no second array
         out = self.activation(logits)
-        self._activation_cache = (logits, out) if self._keep_state(training) or self._keep_logits else None
+        self._activation_cache = (logits, out) if keep else None
         return out
 
     @property

@@ -127,7 +127,7 @@ class Conv2D(ActivationMixin, Layer):
         weight = self._layout_kernel()
         logits = F.conv2d(x, weight, bias, **self._options())
         self._cache = (x, weight) if self._keep_state(training) else None
-        return self._activate(logits, training)
+        return self._activate(logits, training, owned=True)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):
         x, weight = self._cached()
@@ -279,7 +279,7 @@ class DepthwiseConv2D(_DepthwiseArguments, ActivationMixin, Layer):
         weight = self._functional_depthwise(self.kernel.value)
         logits = F.depthwise_conv2d(x, weight, bias, **self._depthwise_options())
         self._cache = (x, weight) if self._keep_state(training) else None
-        return self._activate(logits, training)
+        return self._activate(logits, training, owned=True)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):
         x, weight = self._cached()
@@ -376,7 +376,7 @@ class SeparableConv2D(_DepthwiseArguments, ActivationMixin, Layer):
         middle = F.depthwise_conv2d(x, depthwise, None, **self._depthwise_options())
         logits = F.conv2d(middle, pointwise, bias, data_format=self.data_format)
         self._cache = (x, middle, depthwise, pointwise) if self._keep_state(training) else None
-        return self._activate(logits, training)
+        return self._activate(logits, training, owned=True)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):
         x, middle, depthwise, pointwise = self._cached()

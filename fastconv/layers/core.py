@@ -64,7 +64,7 @@ class Dense(ActivationMixin, Layer):
         bias = self.bias.value if self.use_bias else None
         logits = F.conv2d(rows, weight, bias).reshape(x.shape[:-1] + (self.units,))
         self._cache = rows if self._keep_state(training) else None
-        return self._activate(logits, training)
+        return self._activate(logits, training, owned=True)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):
         rows = self._cached()

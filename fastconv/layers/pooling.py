@@ -88,16 +88,28 @@ class MaxPooling2D(_Pooling2D):
             self._cache = None
             return F.max_pool2d(x, self.pool_size, **self._options())
         out, indices = F.max_pool2d(x, self.pool_size, return_indices=True, **self._options())
-        self._cache = (x.shape, indices)
+        self._cache = (x.shape, indices, out)
         return out
 
     def backward(self, grad_output, need_input_grad=True):
-        input_shape, indices = self._cached()
+        input_shape, indices, _ = self._cached()
         if not need_input_grad:
             return None, []
         grad = F.max_pool2d_grad(np.ascontiguousarray(grad_output, dtype=self.dtype), indices, input_shape,
                                  pool_size=self.pool_size, **self._options())
         return grad, []
+
+    def backward_through_relu(self, grad_output):
+        """The gradient with respect to the *logits* of a plain ReLU whose output this layer pooled.
+
+        ReLU's derivative at a window's winning cell is ``pooled output > 0`` (the winner's value is the output),
+        and every other cell gets no gradient: masking the pooled gradient before the scatter equals ReLU's
+        backward after it, on an array ``pool_size**2`` times smaller.
+        """
+        input_shape, indices, out = self._cached()
+        grad_output = np.ascontiguousarray(grad_output, dtype=self.dtype)
+        masked = np.multiply(grad_output, out > 0, dtype=self.dtype)
+        return F.max_pool2d_grad(masked, indices, input_shape, pool_size=self.pool_size, **self._options())
 
 
 

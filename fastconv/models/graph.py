@@ -57,6 +57,32 @@ class Graph:
         for tensor in self.outputs:
             self._last_use[id(tensor)] = len(self.nodes)
         self._trainable_upstream = None
+        self._relu_pools = self._find_relu_pools()
+
+    def _find_relu_pools(self):
+        """``{id(max-pool node): id(the node it pools)}`` where a plain ReLU's output goes to one MaxPooling2D and
+        nowhere else: backward masks the pooled gradient and skips the ReLU's own pass over the large array."""
+        from fastconv import activations
+        from fastconv.layers.base import ActivationMixin
+        from fastconv.layers.pooling import MaxPooling2D
+
+        uses = {}
+        for node in self.nodes:
+            for tensor in node.inputs:
+                uses[id(tensor)] = uses.get(id(tensor), 0) + 1
+        for tensor in self.outputs:
+            uses[id(tensor)] = uses.get(id(tensor), 0) + 1
+        pairs = {}
+        for node in self.nodes:
+            if type(node.layer) is not MaxPooling2D or len(node.inputs) != 1:
+                continue
+            tensor = node.inputs[0]
+            producer = getattr(tensor, "node", None)
+            activation = getattr(getattr(producer, "layer", None), "activation", None)
+            if (producer is not None and uses[id(tensor)] == 1 and isinstance(producer.layer, ActivationMixin)
+                    and isinstance(activation, activations._ReLU) and activation._plain):
+                pairs[id(node)] = id(producer)
+        return pairs
 
     def _ordered_nodes(self):
         """Depth-first post-order from the outputs: every node comes after the nodes it reads from."""
@@ -152,6 +178,7 @@ class Graph:
                 _accumulate(grads, tensor, grad)
         weight_grads = {}
         wrt_grads = {}
+        from_logits = set(fused_nodes)  # nodes whose incoming gradient is with respect to their logits
         for node in reversed(self.nodes):
             grad = grads.pop(id(node.outputs[0]), None)
             if id(node.outputs[0]) in wanted:
@@ -163,7 +190,11 @@ class Graph:
             if not need_input_grad and not layer.trainable_weights:
                 continue
             layer._restore_forward_state(states[id(node)])
-            if id(node) in fused_nodes:
+            producer = self._relu_pools.get(id(node))
+            if producer is not None and need_input_grad and id(node.inputs[0]) not in wanted:
+                input_grads, layer_grads = layer.backward_through_relu(grad), []
+                from_logits.add(producer)
+            elif id(node) in from_logits:
                 input_grads, layer_grads = layer.backward_from_logits(grad, need_input_grad)
             else:
                 input_grads, layer_grads = layer.backward(grad, need_input_grad)
