@@ -5,7 +5,8 @@
   per-thread partial sums) as NumPy arrays, so tracemalloc's peak during the call minus the result's size is
   that extra memory. Resident memory (VmHWM of a fresh child per case) is reported beside it as a cross-check
   that no C-side allocation escapes tracemalloc.
-- Warm-up: the first call of each op in a fresh process against the median of the next calls.
+- Warm-up: the first call of each op in a fresh process against the median of the next calls, as it comes and
+  with SciPy's BLAS imported beforehand (fastconv imports it on the first im2col call, a one-time ~0.15 s).
 
 Run: ``python bench/bench_memory_warmup.py [--threads 2] [--batches 1,32]``. Prints one table; no timing is
 ever asserted.
@@ -49,6 +50,10 @@ if mode == "memory":
     print(json.dumps({"extra": peak - result.nbytes, "result": result.nbytes,
                       "rss_extra": hwm() - base - result.nbytes}))
 else:
+    if mode == "warmup_blas":  # the one-time, per-process import of SciPy's BLAS (about 0.15 s) done already
+        from fastconv import _threads
+        from fastconv._kernels import conv_im2col  # noqa: F401
+        _threads._scipy_blas_libraries()
     t0 = time.perf_counter(); call(); first = time.perf_counter() - t0
     steady = []
     for _ in range(7):
@@ -84,15 +89,15 @@ def main():
                 cells.append(f"{m['extra'] / 2**20:8.1f} /{max(m['rss_extra'], 0) / 2**20:7.1f}")
             print(f"{name:12s} {b:5d} " + " ".join(f"{c:>17s}" for c in cells))
 
-    print("\nfirst call / steady state (a fresh process per op)")
-    print(f"{'layer':12s} " + " ".join(f"{op:>12s}" for op in OPS))
+    print("\nfirst call / steady state, in a fresh process per op: as is / with SciPy's BLAS already imported")
+    print(f"{'layer':12s} " + " ".join(f"{op:>13s}" for op in OPS))
     for name in CASES:
         b = {"small_c1": 32, "small_c2": 32}.get(name, 1)
         cells = []
         for op in OPS:
-            t = _child(name, b, op, args.threads, "warmup")
-            cells.append(f"{t['first'] / t['steady']:12.2f}")
-        print(f"{name:12s} " + " ".join(cells))
+            cold, warm = (_child(name, b, op, args.threads, mode) for mode in ("warmup", "warmup_blas"))
+            cells.append(f"{cold['first'] / cold['steady']:6.2f} /{warm['first'] / warm['steady']:5.2f}")
+        print(f"{name:12s} " + " ".join(f"{c:>13s}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -37,9 +37,17 @@ def main(argv=None):
     bad_ops = [op for op in ops if op not in run.CONV_OPS]
     if bad_ops:
         raise SystemExit(f"unknown op(s) {bad_ops}; choose from {list(run.CONV_OPS)}")
+
+    # NumPy's own BLAS (the sgemm reference and the NumPy peer) gets the same threads as everyone else
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return _measure(args, threads, names, by_name, ops)
+
+
+def _measure(args, threads, names, by_name, ops):
     rounds = args.rounds or (3 if args.quick else 7)
     min_seconds = 0.0 if args.quick else 1.0
-
     cfg = fastconv.show_config()
     sgemm = machine.sgemm_gflops(n=1024 if args.quick else 2048)
     copy_bw = machine.copy_gbytes(megabytes=64 if args.quick else 256)
