@@ -444,23 +444,22 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
                          f"{idx.shape}")
     dtype = _common_dtype({"grad_output": go})
     check.allocation(input_shape, dtype, "max_pool2d_grad's result", f"input_shape={input_shape}")
-    plane = problem.in_h * problem.in_w
     idx64 = np.ascontiguousarray(idx, dtype=np.int64)
-    n_threads = threads_for_bytes(8 * idx64.size + np.dtype(dtype).itemsize * int(np.prod(input_shape)))
-    if not pooling.indices_in_range(idx64.reshape(-1), plane, n_threads):
-        raise ValueError(f"indices must lie in [0, {plane}) (flat positions in a {problem.in_h}x{problem.in_w} "
-                         f"plane); received indices from {idx.min()} to {idx.max()}")
     result = np.empty(input_shape, dtype=dtype)
     if result.size == 0:
         return result
-    geometry = problem.geometry
-    (top, bottom), (left, right) = problem.padding
-    if (problem.in_h + top + bottom) * (problem.in_w + left + right) > 4 * plane:
-        # Mostly padding (windows far larger than the input): the write-once path for stride == pool size visits
-        # every window cell, padding included, so a huge pool_size would take forever. The scatter path, which
-        # pooling.backward takes when stride != pool size and which reads no geometry, costs one step per output.
-        geometry = dict(geometry, kernel_h=problem.stride[0] + 1)
-    pooling.backward(check.contiguous(go, dtype), idx64, result, geometry, channels_last, n_threads)
+    go = check.contiguous(go, dtype)
+    n_threads = threads_for_bytes(8 * idx64.size + np.dtype(dtype).itemsize * result.size)
+    # channels_last gathers: it reads indices only to compare them, so it needs no range check, and it reports
+    # whether every index lay inside its own window, as indices from max_pool2d do. Other indices, and
+    # channels_first (whose plane-wise scatter is fast), take the scatter.
+    if channels_last and pooling.backward_windowed(go, idx64, result, problem.geometry, n_threads):
+        return result
+    plane = problem.in_h * problem.in_w
+    if not pooling.indices_in_range(idx64.reshape(-1), plane, n_threads):
+        raise ValueError(f"indices must lie in [0, {plane}) (flat positions in a {problem.in_h}x{problem.in_w} "
+                         f"plane); received indices from {idx.min()} to {idx.max()}")
+    pooling.backward_scatter(go, idx64, result, channels_last, n_threads)
     return result
 
 

@@ -302,8 +302,8 @@ def test_pools_just_inside_the_index_limit_are_exact(data_format):
 
 
 def test_max_pool2d_grad_with_a_huge_window_is_fast():
-    """stride == pool size takes the write-once backward path, which visits every window cell; fastconv scatters
-    instead when the windows are mostly padding (a 2**57-row window used to run for ever)."""
+    """The backward pass gathers from the windows over each real input cell, never visiting padding (a 2**57-row
+    window once made a padding-visiting pass run for ever)."""
     x = np.arange(1.0, 7.0).reshape(1, 2, 3, 1)
     opts = dict(pool_size=(2 ** 57, 2), padding=((2 ** 57 - 2, 0), (0, 1)))  # window rows: -(2**57 - 2) to 1
     out, idx = fastconv.max_pool2d(x, return_indices=True, **opts)  # one row of windows: columns 0-1, 2

@@ -25,14 +25,12 @@ cdef void max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_out,  # IN 
                                    floating[:, :, :, ::1] grad_in,          # OUT (N, C, H, W)
                                    int n_threads) noexcept nogil
 
-# The same when windows do not overlap (stride == pool size): each input cell written once, no scatter.
-# Indices must come from the forward pass with the same geometry (a cell wins only inside its own window).
-cdef void max_pool2d_backward_disjoint_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, C)
-                                            const int64_t[:, :, :, ::1] indices,     # IN  (N, Ho, Wo, C)
-                                            floating[:, :, :, ::1] grad_in,          # OUT (N, H, W, C)
-                                            ConvGeometry geom, int n_threads) noexcept nogil
-
-cdef void max_pool2d_backward_disjoint_nchw(const floating[:, :, :, ::1] grad_out,  # IN  (N, C, Ho, Wo)
-                                            const int64_t[:, :, :, ::1] indices,     # IN  (N, C, Ho, Wo)
-                                            floating[:, :, :, ::1] grad_in,          # OUT (N, C, H, W)
-                                            ConvGeometry geom, int n_threads) noexcept nogil
+# channels_last, the same as a gather: each input cell sums the gradients of the windows that contain it and chose
+# it, in the order the scatter adds them, and is written once. Returns how many grad_out cells found their index
+# inside their own window: grad_out's size when the indices come from the forward pass with the same geometry. A
+# smaller count means the gradients of the other cells are missing from grad_in (use the scatter for such
+# indices). Indices are only compared, never followed, so any value is safe.
+cdef int64_t max_pool2d_backward_windowed_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, C)
+                                               const int64_t[:, :, :, ::1] indices,     # IN  (N, Ho, Wo, C)
+                                               floating[:, :, :, ::1] grad_in,          # OUT (N, H, W, C)
+                                               ConvGeometry geom, int n_threads) noexcept nogil

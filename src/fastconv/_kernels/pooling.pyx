@@ -2,6 +2,9 @@
 
 NaN propagates: a NaN beats any number, and a later NaN in the window takes the index (PyTorch's rule).
 Among equal maxima the first in row-major window order wins.
+
+channels_last runs pool_rows.h's channel loops at the CPU's instruction set (cpu_dispatch); its backward pass
+gathers (each input cell written once), channels_first's scatters plane by plane.
 """
 from cython.parallel cimport parallel, prange
 from cython cimport floating
@@ -10,6 +13,7 @@ from libc.stdint cimport INT32_MAX, int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+from fastconv._kernels.cpu_dispatch cimport active_isa
 from fastconv._kernels.geometry cimport ConvGeometry, window_begin, window_end
 
 cdef enum:
@@ -17,78 +21,66 @@ cdef enum:
     BACKWARD_CHANNEL_BLOCK = 64
 
 
+cdef extern from "pool_rows.h" nogil:
+    ctypedef Py_ssize_t pr_index
+    ctypedef struct pr_dims:
+        pr_index in_h, in_w, channels, out_h, out_w
+        pr_index kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left
+    ctypedef void (*pr_max_row_f32)(const float*, float*, int64_t*, int32_t*, const pr_dims*, pr_index)
+    ctypedef void (*pr_max_row_f64)(const double*, double*, int64_t*, int32_t*, const pr_dims*, pr_index)
+    ctypedef int64_t (*pr_max_grad_row_f32)(const float*, const int64_t*, float*, const pr_dims*, pr_index)
+    ctypedef int64_t (*pr_max_grad_row_f64)(const double*, const int64_t*, double*, const pr_dims*, pr_index)
+    pr_max_row_f32 pr_max_row_for_f32(int isa)
+    pr_max_row_f64 pr_max_row_for_f64(int isa)
+    pr_max_grad_row_f32 pr_max_grad_row_for_f32(int isa)
+    pr_max_grad_row_f64 pr_max_grad_row_for_f64(int isa)
+    void pr_windows_covering(pr_index i, pr_index size, pr_index stride, pr_index pad, pr_index n_out,
+                             pr_index* lo, pr_index* hi)
+
+
+cdef inline pr_dims image_dims(ConvGeometry geom) noexcept nogil:
+    cdef pr_dims d
+    d.in_h = geom.in_h
+    d.in_w = geom.in_w
+    d.channels = geom.in_c
+    d.out_h = geom.out_h
+    d.out_w = geom.out_w
+    d.kernel_h = geom.kernel_h
+    d.kernel_w = geom.kernel_w
+    d.stride_h = geom.stride_h
+    d.stride_w = geom.stride_w
+    d.pad_top = geom.pad_top
+    d.pad_left = geom.pad_left
+    return d
+
+
 cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
                                   floating[:, :, :, ::1] out,
                                   int64_t* indices,
                                   ConvGeometry geom, int n_threads) noexcept nogil:
+    # The channel loops are pool_rows.h's, at the CPU's instruction set; this function shares the rows out.
     cdef Py_ssize_t C = geom.in_c, Ho = geom.out_h, Wo = geom.out_w
-    # float32 values and int32 positions have the same width, so the select loop vectorises when it tracks
-    # positions in int32 (widened to int64 once per output cell); float64 pairs with int64 directly.
-    cdef bint narrow = floating is float and geom.in_h * geom.in_w <= INT32_MAX
-    cdef Py_ssize_t row, n, ho, wo, c, ih, iw, ih0, ih1, iw0, iw1
-    cdef int64_t flat, first
-    cdef int32_t flat32
-    cdef floating v, best
-    cdef bint take
-    cdef floating* op
-    cdef int64_t* ip
+    cdef Py_ssize_t image_size = geom.in_h * geom.in_w * C
+    cdef pr_dims dims = image_dims(geom)
+    cdef int isa = active_isa()
+    cdef pr_max_row_f32 row_f32 = pr_max_row_for_f32(isa)
+    cdef pr_max_row_f64 row_f64 = pr_max_row_for_f64(isa)
+    cdef const floating* x0 = &x[0, 0, 0, 0]
+    cdef floating* out0 = &out[0, 0, 0, 0]
+    cdef Py_ssize_t row, n, ho
+    cdef int64_t* row_indices
     cdef int32_t* where
-    cdef const floating* xp
 
     with parallel(num_threads=n_threads):
-        where = <int32_t*> malloc(C * sizeof(int32_t))
+        where = <int32_t*> malloc(C * sizeof(int32_t))  # scratch for the float kernel's int32 positions
         for row in prange(geom.batch * Ho, schedule="static"):
             n = row // Ho
             ho = row - n * Ho
-            ih0 = window_begin(ho * geom.stride_h - geom.pad_top)
-            ih1 = window_end(ho * geom.stride_h - geom.pad_top, geom.kernel_h, geom.in_h)
-            for wo in range(Wo):
-                iw0 = window_begin(wo * geom.stride_w - geom.pad_left)
-                iw1 = window_end(wo * geom.stride_w - geom.pad_left, geom.kernel_w, geom.in_w)
-                op = &out[n, ho, wo, 0]
-                for c in range(C):
-                    op[c] = -INFINITY
-                # Branch-free selects (no conditional stores) so that the channel loops vectorise.
-                if indices == NULL:
-                    for ih in range(ih0, ih1):
-                        for iw in range(iw0, iw1):
-                            xp = &x[n, ih, iw, 0]
-                            for c in range(C):
-                                v = xp[c]
-                                best = op[c]
-                                op[c] = v if (v > best or v != v) else best
-                elif narrow:
-                    ip = indices + ((n * Ho + ho) * Wo + wo) * C
-                    flat32 = <int32_t>(ih0 * geom.in_w + iw0)
-                    for c in range(C):
-                        where[c] = flat32
-                    for ih in range(ih0, ih1):
-                        for iw in range(iw0, iw1):
-                            xp = &x[n, ih, iw, 0]
-                            flat32 = <int32_t>(ih * geom.in_w + iw)
-                            for c in range(C):
-                                v = xp[c]
-                                best = op[c]
-                                take = v > best or v != v
-                                op[c] = v if take else best
-                                where[c] = flat32 if take else where[c]
-                    for c in range(C):
-                        ip[c] = where[c]
-                else:
-                    ip = indices + ((n * Ho + ho) * Wo + wo) * C
-                    first = ih0 * geom.in_w + iw0
-                    for c in range(C):
-                        ip[c] = first
-                    for ih in range(ih0, ih1):
-                        for iw in range(iw0, iw1):
-                            xp = &x[n, ih, iw, 0]
-                            flat = ih * geom.in_w + iw
-                            for c in range(C):
-                                v = xp[c]
-                                best = op[c]
-                                take = v > best or v != v
-                                op[c] = v if take else best
-                                ip[c] = flat if take else ip[c]
+            row_indices = indices + row * Wo * C if indices != NULL else NULL
+            if floating is float:
+                row_f32(x0 + n * image_size, out0 + row * Wo * C, row_indices, where, &dims, ho)
+            else:
+                row_f64(x0 + n * image_size, out0 + row * Wo * C, row_indices, where, &dims, ho)
         free(where)
 
 
@@ -178,81 +170,31 @@ cdef void max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_out,
             dx[ip[p]] += gp[p]
 
 
-cdef void max_pool2d_backward_disjoint_nhwc(const floating[:, :, :, ::1] grad_out,
-                                            const int64_t[:, :, :, ::1] indices,
-                                            floating[:, :, :, ::1] grad_in,
-                                            ConvGeometry geom, int n_threads) noexcept nogil:
-    # Windows that do not overlap (stride == pool size): every input cell lies in at most one window, so each
-    # is written exactly once -- the window's gradient where it won, zero elsewhere -- with no zeroing pass and
-    # no scatter; the channel loop vectorises.
-    cdef Py_ssize_t C = geom.in_c, H = geom.in_h, W = geom.in_w, Ho = geom.out_h, Wo = geom.out_w
-    cdef Py_ssize_t covered_h = Ho * geom.stride_h - geom.pad_top
-    cdef Py_ssize_t covered_w = Wo * geom.stride_w - geom.pad_left
-    cdef Py_ssize_t row, n, ho, wo, r, s, ih, iw, c, h_end
-    cdef int64_t flat
-    cdef floating* dst
-    cdef const floating* gp
-    cdef const int64_t* ip
+cdef int64_t max_pool2d_backward_windowed_nhwc(const floating[:, :, :, ::1] grad_out,
+                                               const int64_t[:, :, :, ::1] indices,
+                                               floating[:, :, :, ::1] grad_in,
+                                               ConvGeometry geom, int n_threads) noexcept nogil:
+    # Gathered per input row by pool_rows.h (each cell written once, at the CPU's instruction set).
+    cdef Py_ssize_t H = geom.in_h, W = geom.in_w, C = geom.in_c
+    cdef Py_ssize_t pooled_size = geom.out_h * geom.out_w * C
+    cdef pr_dims dims = image_dims(geom)
+    cdef int isa = active_isa()
+    cdef pr_max_grad_row_f32 row_f32 = pr_max_grad_row_for_f32(isa)
+    cdef pr_max_grad_row_f64 row_f64 = pr_max_grad_row_for_f64(isa)
+    cdef const floating* go0 = &grad_out[0, 0, 0, 0]
+    cdef const int64_t* idx0 = &indices[0, 0, 0, 0]
+    cdef floating* gi0 = &grad_in[0, 0, 0, 0]
+    cdef Py_ssize_t row, n, ih
+    cdef int64_t matches = 0
 
-    if covered_h > H:
-        covered_h = H
-    if covered_w > W:
-        covered_w = W
-    for row in prange(geom.batch * Ho, num_threads=n_threads, schedule="static"):
-        n = row // Ho
-        ho = row - n * Ho
-        for r in range(geom.kernel_h):
-            ih = ho * geom.stride_h - geom.pad_top + r
-            if ih < 0 or ih >= H:
-                continue
-            for wo in range(Wo):
-                gp = &grad_out[n, ho, wo, 0]
-                ip = &indices[n, ho, wo, 0]
-                for s in range(geom.kernel_w):
-                    iw = wo * geom.stride_w - geom.pad_left + s
-                    if iw < 0 or iw >= W:
-                        continue
-                    dst = &grad_in[n, ih, iw, 0]
-                    flat = ih * W + iw
-                    for c in range(C):
-                        dst[c] = gp[c] if ip[c] == flat else 0
-            if covered_w < W:
-                memset(&grad_in[n, ih, covered_w, 0], 0, (W - covered_w) * C * sizeof(floating))
-        if ho == Ho - 1 and covered_h < H:
-            # Rows below the last window belong to no window.
-            memset(&grad_in[n, covered_h, 0, 0], 0, (H - covered_h) * W * C * sizeof(floating))
-
-
-cdef void max_pool2d_backward_disjoint_nchw(const floating[:, :, :, ::1] grad_out,
-                                            const int64_t[:, :, :, ::1] indices,
-                                            floating[:, :, :, ::1] grad_in,
-                                            ConvGeometry geom, int n_threads) noexcept nogil:
-    cdef Py_ssize_t C = geom.in_c, H = geom.in_h, W = geom.in_w, Ho = geom.out_h, Wo = geom.out_w
-    cdef Py_ssize_t plane, n, c, ho, wo, r, s, ih, iw
-    cdef int64_t flat
-    cdef floating* dx
-    cdef const floating* gp
-    cdef const int64_t* ip
-
-    for plane in prange(geom.batch * C, num_threads=n_threads, schedule="static"):
-        n = plane // C
-        c = plane - n * C
-        dx = &grad_in[n, c, 0, 0]
-        gp = &grad_out[n, c, 0, 0]
-        ip = &indices[n, c, 0, 0]
-        memset(dx, 0, H * W * sizeof(floating))
-        for ho in range(Ho):
-            for r in range(geom.kernel_h):
-                ih = ho * geom.stride_h - geom.pad_top + r
-                if ih < 0 or ih >= H:
-                    continue
-                for wo in range(Wo):
-                    for s in range(geom.kernel_w):
-                        iw = wo * geom.stride_w - geom.pad_left + s
-                        if iw < 0 or iw >= W:
-                            continue
-                        flat = ih * W + iw
-                        dx[flat] = gp[ho * Wo + wo] if ip[ho * Wo + wo] == flat else 0
+    for row in prange(geom.batch * H, num_threads=n_threads, schedule="static"):
+        n = row // H
+        ih = row - n * H
+        if floating is float:
+            matches += row_f32(go0 + n * pooled_size, idx0 + n * pooled_size, gi0 + row * W * C, &dims, ih)
+        else:
+            matches += row_f64(go0 + n * pooled_size, idx0 + n * pooled_size, gi0 + row * W * C, &dims, ih)
+    return matches
 
 
 # ---------------------------------------------------------------- Python entry points
@@ -272,17 +214,24 @@ def forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, indices,
             max_pool2d_forward_nchw(x, out, index_ptr, geom, n_threads)
 
 
-def backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] indices,
-             floating[:, :, :, ::1] grad_in, ConvGeometry geom, bint channels_last, int n_threads):
-    """Windows that do not overlap (stride == pool size) take the write-once path, others the scatter."""
-    cdef bint disjoint = geom.stride_h == geom.kernel_h and geom.stride_w == geom.kernel_w
+def backward_windowed(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] indices,
+                      floating[:, :, :, ::1] grad_in, ConvGeometry geom, int n_threads):
+    """channels_last: gather each input cell's gradient from the windows that contain it. True when every index
+    lay inside its own window (indices from the forward pass); False means grad_in lacks the gradients of the
+    others, and the caller should use backward_scatter."""
+    cdef int64_t matches
     with nogil:
-        if channels_last and disjoint:
-            max_pool2d_backward_disjoint_nhwc(grad_out, indices, grad_in, geom, n_threads)
-        elif channels_last:
+        matches = max_pool2d_backward_windowed_nhwc(grad_out, indices, grad_in, geom, n_threads)
+    return matches == grad_out.shape[0] * grad_out.shape[1] * grad_out.shape[2] * grad_out.shape[3]
+
+
+def backward_scatter(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] indices,
+                     floating[:, :, :, ::1] grad_in, bint channels_last, int n_threads):
+    """Add each grad_out cell onto the input cell its index names, wherever that is; every index must lie in
+    [0, H * W) (see indices_in_range)."""
+    with nogil:
+        if channels_last:
             max_pool2d_backward_nhwc(grad_out, indices, grad_in, n_threads)
-        elif disjoint:
-            max_pool2d_backward_disjoint_nchw(grad_out, indices, grad_in, geom, n_threads)
         else:
             max_pool2d_backward_nchw(grad_out, indices, grad_in, n_threads)
 
