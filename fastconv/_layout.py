@@ -43,16 +43,21 @@ def hwio_shape(shape, channels_last):
     return (r, s, cg, k)
 
 
-def pack_direct_weights(hwio, groups, lanes):
+def pack_direct_weights(hwio, groups, lanes, *, flip_transpose=False):
     """HWIO weights as the tiled direct kernel reads them: (groups, k_blocks, R, S, C/groups, lanes), each block
-    of `lanes` output channels contiguous per input channel, zero-padded past the group's last channel."""
+    of `lanes` output channels contiguous per input channel, zero-padded past the group's last channel. With
+    flip_transpose, those of ``flipped_transposed_hwio(hwio, groups)`` (the stride-1 input gradient's kernel),
+    without forming it."""
+    from fastconv._kernels import weight_packing
+    from fastconv._threads import threads_for_bytes
+
     r, s, cg, k = hwio.shape
-    kg = k // groups
-    k_blocks = -(-kg // lanes)
-    grouped = hwio.reshape(r, s, cg, groups, kg).transpose(3, 0, 1, 2, 4)
-    padded = np.zeros((groups, r, s, cg, k_blocks * lanes), dtype=hwio.dtype)
-    padded[..., :kg] = grouped
-    return np.ascontiguousarray(padded.reshape(groups, r, s, cg, k_blocks, lanes).transpose(0, 4, 1, 2, 3, 5)).ravel()
+    n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)
+    packed = np.empty(groups * -(-n_out // lanes) * r * s * n_in * lanes, dtype=hwio.dtype)
+    if packed.size:
+        weight_packing.pack(np.ascontiguousarray(hwio), packed, groups, lanes, flip_transpose,
+                            threads_for_bytes(2 * packed.nbytes))
+    return packed
 
 
 def flipped_transposed_hwio(hwio, groups):

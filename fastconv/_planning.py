@@ -128,18 +128,20 @@ def grad_weight_chunk_rows(problem, itemsize):
     return max(1, min(problem.batch * problem.out_h, GRAD_WEIGHT_CHUNK_BYTES // row_bytes))
 
 
-def forward_unit_tiles(problem, tile_pixels, lanes):
+def forward_unit_tiles(problem, tile_pixels, lanes, n_threads):
     """Register tiles per work unit of the tiled direct forward. Each unit streams a whole block of packed
     weights, so units are made as large as possible (weights reused over more pixels) while still leaving
-    MIN_WORK_ITEMS items (units x output-channel blocks) to share among threads. Results do not depend on it."""
+    ITEMS_PER_THREAD items (units x output-channel blocks) per thread. Results do not depend on it (each output
+    is summed in the same order whatever unit it falls in), so it may follow the thread count."""
     total_tiles = -(-problem.batch * problem.out_h * problem.out_w // tile_pixels)
     k_blocks = problem.groups * -(-(problem.out_c // problem.groups) // lanes)
-    largest = max(1, min(MAX_UNIT_TILES, total_tiles * k_blocks // MIN_WORK_ITEMS))
+    largest = max(1, min(MAX_UNIT_TILES, total_tiles * k_blocks // (ITEMS_PER_THREAD * max(1, n_threads))))
     # Units of equal size: 33 tiles as 17 + 16, not 16 + 16 + 1 (a near-empty unit unbalances the threads).
     n_units = -(-total_tiles // largest)
     return -(-total_tiles // n_units)
 
 
-# Work items the tiled kernels aim to offer, enough for 16+ threads; and the largest unit of register tiles.
-MIN_WORK_ITEMS = 64
+# Work items per thread the tiled forward aims to offer (dynamic scheduling evens them out); and the largest
+# unit of register tiles.
+ITEMS_PER_THREAD = 4
 MAX_UNIT_TILES = 64

@@ -77,14 +77,18 @@ def _conv_received(x_name, x_shape, w_name, w_shape, stride, padding, dilation):
             f"padding={padding!r}, dilation={dilation!r}")
 
 
-def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads):
+def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads, *, flip_transpose=False):
+    """flip_transpose: `problem` is the stride-1 input-gradient convolution and `hwio` the forward kernel, whose
+    flipped, transposed form (_layout.flipped_transposed_hwio) this convolution applies."""
     if _planning.use_register_tiles(problem):
         pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize)
-        packed = _layout.pack_direct_weights(hwio, problem.groups, lanes)
+        packed = _layout.pack_direct_weights(hwio, problem.groups, lanes, flip_transpose=flip_transpose)
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
-        unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes)
+        unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads)
         conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, unit_tiles, n_threads)
     else:
+        if flip_transpose:
+            hwio = _layout.flipped_transposed_hwio(hwio, problem.groups)
         conv_direct.forward_nhwc(x, hwio, bias, out, problem.geometry, n_threads)
 
 
@@ -244,8 +248,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
             # With stride 1 the input gradient is itself a convolution: of grad_output with the spatially
             # flipped kernel, input and output channels swapped, padded by (kernel extent - 1 - padding).
             transposed = _planning.transposed_problem(problem)
-            _direct_forward_nhwc(transposed, go_nhwc, _layout.flipped_transposed_hwio(hwio, problem.groups), None,
-                                 nhwc, n_threads)
+            _direct_forward_nhwc(transposed, go_nhwc, hwio, None, nhwc, n_threads, flip_transpose=True)
         else:
             weight_t = np.ascontiguousarray(hwio.transpose(0, 1, 3, 2))
             conv_direct.grad_input_nhwc(go_nhwc, weight_t, nhwc, problem.geometry, n_threads)

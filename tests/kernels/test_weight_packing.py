@@ -1,0 +1,52 @@
+"""The packed weight layout of the tiled direct kernels, against an element-by-element reading of its definition:
+packed[g, b, r, s, i, l] is the weight from input channel i to output channel b * lanes + l of group g (zero past
+the group's last one); with flip_transpose, of the kernel flipped in space with each group's channels swapped."""
+import numpy as np
+import pytest
+
+from fastconv import _layout
+
+
+def reference_pack(hwio, groups, lanes, flip_transpose):
+    r_size, s_size, cg, k = hwio.shape
+    kg = k // groups
+    n_in, n_out = (kg, cg) if flip_transpose else (cg, kg)
+    n_blocks = -(-n_out // lanes)
+    packed = np.zeros((groups, n_blocks, r_size, s_size, n_in, lanes), dtype=hwio.dtype)
+    for g in range(groups):
+        for b in range(n_blocks):
+            for r in range(r_size):
+                for s in range(s_size):
+                    for i in range(n_in):
+                        for lane in range(lanes):
+                            o = b * lanes + lane
+                            if o >= n_out:
+                                continue
+                            if flip_transpose:  # input channel i = forward output k, output o = forward input c
+                                value = hwio[r_size - 1 - r, s_size - 1 - s, o, g * kg + i]
+                            else:
+                                value = hwio[r, s, i, g * kg + o]
+                            packed[g, b, r, s, i, lane] = value
+    return packed.ravel()
+
+
+@pytest.mark.parametrize("flip_transpose", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, groups, lanes", [
+    ((3, 3, 5, 12), 1, 8),      # a partial last block
+    ((3, 2, 4, 12), 3, 8),      # groups, a non-square kernel
+    ((1, 1, 7, 70), 2, 16),
+    ((2, 3, 6, 9), 3, 32),      # fewer channels than one block
+    ((3, 3, 16, 32), 1, 16),    # whole blocks only
+])
+def test_pack_matches_its_definition(shape, groups, lanes, dtype, flip_transpose, rng):
+    hwio = rng.standard_normal(shape).astype(dtype)
+    got = _layout.pack_direct_weights(hwio, groups, lanes, flip_transpose=flip_transpose)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, reference_pack(hwio, groups, lanes, flip_transpose))
+
+
+def test_flip_transpose_packs_the_flipped_transposed_kernel(rng):
+    hwio = rng.standard_normal((3, 2, 6, 8))
+    direct = _layout.pack_direct_weights(_layout.flipped_transposed_hwio(hwio, 2), 2, 8)
+    np.testing.assert_array_equal(_layout.pack_direct_weights(hwio, 2, 8, flip_transpose=True), direct)
