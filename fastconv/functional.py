@@ -72,6 +72,13 @@ def _settle_algorithm(chosen, requested, problem, operands):
     return chosen
 
 
+def _meets_padded_zeros(problem, operand):
+    """[operand] when some product of the zero-padded definition multiplies it by a padded zero, else []: the
+    operands whose finiteness decides the algorithm (see _settle_algorithm) in the forward pass (the weight) and
+    the weight gradient (grad_output). Without padding no such product exists, and no summing pass is needed."""
+    return [] if problem.padding == ((0, 0), (0, 0)) else [operand]
+
+
 def _conv_received(x_name, x_shape, w_name, w_shape, stride, padding, dilation):
     return (f"{x_name} with shape {tuple(x_shape)}, {w_name} with shape {tuple(w_shape)}, stride={stride!r}, "
             f"padding={padding!r}, dilation={dilation!r}")
@@ -160,7 +167,8 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
     bc = None if b_arr is None else check.contiguous(b_arr, dtype)
     n_threads = threads_for_flops(problem.flops)
 
-    algorithm = _settle_algorithm(_planning.choose_forward(problem, requested), requested, problem, [wc])
+    algorithm = _settle_algorithm(_planning.choose_forward(problem, requested), requested, problem,
+                                  _meets_padded_zeros(problem, wc))
     if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
         return _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
     if algorithm == "direct":
@@ -309,7 +317,10 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
     n_threads = threads_for_flops(problem.flops)
     r, s, cg, k = problem.kernel_h, problem.kernel_w, problem.in_c // problem.groups, problem.out_c
 
-    algorithm = _settle_algorithm(_planning.choose_grad_weight(problem, requested), requested, problem, [goc, xc])
+    # x's own values reach the direct kernels' products exactly as they reach im2col's; only grad_output meets
+    # x's padded zeros.
+    algorithm = _settle_algorithm(_planning.choose_grad_weight(problem, requested), requested, problem,
+                                  _meets_padded_zeros(problem, goc))
     if algorithm == "depthwise":
         return _depthwise._grad_weight(problem, goc, xc, n_threads).reshape(weight_shape)
     if algorithm == "direct":

@@ -242,32 +242,45 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                                         const floating[:, :, :, ::1] x,
                                         floating[:, :, :, ::1] grad_weight,
                                         ConvGeometry geom, Py_ssize_t chunk_rows, int n_threads) noexcept nogil:
-    # Work item = (group, tap, tile of input channels, block of output channels): it owns that tile of the
-    # gradient, accumulated in registers over every output pixel of a chunk of output rows. Chunks (sized to stay
-    # in cache) run one after another, so each element sums in the same order whatever the thread count.
+    # Work item = (group, tile of gradient rows, block of output channels): it owns that tile of the gradient,
+    # accumulated in registers over every output pixel of a chunk of output rows. Chunks (sized to stay in
+    # cache) run one after another, so each element sums in the same order whatever the thread count.
+    # A gradient row is one (tap, input channel) of HWIO. Tiles take WB input channels of one tap; when every tap
+    # of every output pixel lies inside the input (no padding reached) and a group has fewer channels than that,
+    # tiles take WB consecutive rows of HWIO across taps instead (3 channels: 4 tiles for a 3x3 kernel, not 9).
     # grad_out's channel axis is padded to whole blocks of lanes per group (groups * k_blocks * lanes).
     cdef int isa = active_isa()
     cdef Py_ssize_t WB = fc_tile_pixels(isa), KB = fc_tile_lanes(isa, sizeof(floating))
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
-    cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h
+    cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
     cdef Py_ssize_t K_padded = grad_out.shape[3]
     cdef Py_ssize_t n_ctiles = (Cg + WB - 1) // WB
-    cdef Py_ssize_t n_items = geom.groups * R * S * n_ctiles * n_kblocks
+    cdef Py_ssize_t n_grad_rows = R * S * Cg
+    cdef bint all_taps_inside = (geom.pad_top == 0 and geom.pad_left == 0
+                                 and (Ho - 1) * geom.stride_h + (R - 1) * geom.dilation_h < geom.in_h
+                                 and (Wo - 1) * geom.stride_w + (S - 1) * geom.dilation_w < geom.in_w)
+    cdef bint across_taps = all_taps_inside and (n_grad_rows + WB - 1) // WB < R * S * n_ctiles
+    cdef Py_ssize_t n_rtiles = (n_grad_rows + WB - 1) // WB if across_taps else R * S * n_ctiles
+    cdef Py_ssize_t n_items = geom.groups * n_rtiles * n_kblocks
     cdef Py_ssize_t n_rows = geom.batch * Ho
     cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
-    cdef Py_ssize_t chunk, item, rest, g, r, s, ct, kb, c0, nc, k0, kw, j, k, row, row0, row1, n, ho, ih
+    cdef floating* grad_flat = &grad_weight[0, 0, 0, 0]
+    cdef const floating* x0 = &x[0, 0, 0, 0]
+    cdef Py_ssize_t chunk, item, rest, g, r, s, rt, kb, q0, nq, q, k0, kw, j, k, row, row0, row1, n, ho, ih
+    cdef Py_ssize_t x_offset
     cdef Py_ssize_t offset_w, wo_lo, wo_hi, n_taps, c_src
     cdef bint full
     cdef const floating** aptrs
     cdef const floating** bptrs
+    cdef Py_ssize_t* row_offsets
     cdef floating* scratch
     cdef floating* dst
-    cdef Py_ssize_t ldo
 
     with parallel(num_threads=n_threads):
         aptrs = <const floating**> malloc(chunk_rows * WB * sizeof(floating*))
         bptrs = <const floating**> malloc(chunk_rows * sizeof(floating*))
+        row_offsets = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         scratch = <floating*> malloc(WB * KB * sizeof(floating))
         for chunk in range(n_chunks):
             row0 = chunk * chunk_rows
@@ -277,25 +290,39 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
             for item in prange(n_items, schedule="static"):
                 kb = item % n_kblocks
                 rest = item // n_kblocks
-                ct = rest % n_ctiles
-                rest = rest // n_ctiles
-                s = rest % S
-                rest = rest // S
-                r = rest % R
-                g = rest // R
-                c0 = ct * WB
-                nc = Cg - c0
-                if nc > WB:
-                    nc = WB
+                rt = rest % n_rtiles
+                g = rest // n_rtiles
                 k0 = g * Kg + kb * KB
                 kw = Kg - kb * KB
                 if kw > KB:
                     kw = KB
-                offset_w = s * geom.dilation_w - geom.pad_left
-                wo_lo = first_valid(offset_w, geom.stride_w)
-                wo_hi = end_valid(offset_w, geom.stride_w, geom.in_w, geom.out_w)
+                # This tile's gradient rows are q0 .. q0 + nq - 1 of HWIO flattened to (R * S * Cg, K).
+                if across_taps:
+                    q0 = rt * WB
+                    nq = n_grad_rows - q0
+                    r = 0
+                    wo_lo = 0
+                    wo_hi = Wo
+                else:
+                    s = (rt // n_ctiles) % S
+                    r = rt // (n_ctiles * S)
+                    q0 = (r * S + s) * Cg + (rt % n_ctiles) * WB
+                    nq = Cg - (rt % n_ctiles) * WB
+                    offset_w = s * geom.dilation_w - geom.pad_left
+                    wo_lo = first_valid(offset_w, geom.stride_w)
+                    wo_hi = end_valid(offset_w, geom.stride_w, geom.in_w, Wo)
+                if nq > WB:
+                    nq = WB
                 if wo_hi <= wo_lo:
                     continue
+                for j in range(WB):
+                    # Rows past the tile's last real one repeat its first; their results are discarded.
+                    q = q0 + j if j < nq else q0
+                    c_src = q % Cg
+                    row_offsets[j] = ((q // (Cg * S)) * geom.dilation_h * geom.in_w
+                                      + ((q // Cg) % S) * geom.dilation_w) * C + c_src
+                    if not across_taps:
+                        row_offsets[j] = row_offsets[j] - r * geom.dilation_h * geom.in_w * C
                 n_taps = 0
                 for row in range(row0, row1):
                     n = row // Ho
@@ -303,31 +330,32 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                     ih = ho * geom.stride_h - geom.pad_top + r * geom.dilation_h
                     if ih < 0 or ih >= geom.in_h:
                         continue
+                    # Input pixel of output (n, ho, wo_lo) at tap (r, 0) of this group (tap r's row in the
+                    # per-tap tiles, r = 0 across taps); each row's offset adds its own tap and channel.
+                    x_offset = ((n * geom.in_h + ih) * geom.in_w + wo_lo * geom.stride_w - geom.pad_left) * C + g * Cg
                     for j in range(WB):
-                        # Rows past the group's last channel repeat a real one; their results are discarded.
-                        c_src = c0 + j if j < nc else c0
-                        aptrs[n_taps * WB + j] = &x[n, ih, wo_lo * geom.stride_w + offset_w, g * Cg + c_src]
+                        aptrs[n_taps * WB + j] = x0 + (x_offset + row_offsets[j])
                     bptrs[n_taps] = &grad_out[n, ho, wo_lo, (g * n_kblocks + kb) * KB]
                     n_taps = n_taps + 1
                 if n_taps == 0:
                     continue
-                full = nc == WB and kw == KB
+                full = nq == WB and kw == KB
                 if full:
-                    dst = &grad_weight[r, s, c0, k0]
-                    ldo = K
+                    dst = grad_flat + q0 * K + k0
                 else:
                     for j in range(WB):
                         for k in range(KB):
-                            scratch[j * KB + k] = grad_weight[r, s, c0 + j, k0 + k] if (j < nc and k < kw) else 0
+                            scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
                     dst = scratch
-                    ldo = KB
-                run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst, ldo, isa)
+                run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst,
+                         K if full else KB, isa)
                 if not full:
-                    for j in range(nc):
+                    for j in range(nq):
                         for k in range(kw):
-                            grad_weight[r, s, c0 + j, k0 + k] = scratch[j * KB + k]
+                            grad_flat[(q0 + j) * K + k0 + k] = scratch[j * KB + k]
         free(aptrs)
         free(bptrs)
+        free(row_offsets)
         free(scratch)
 
 
