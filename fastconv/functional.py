@@ -84,19 +84,21 @@ def _conv_received(x_name, x_shape, w_name, w_shape, stride, padding, dilation):
             f"padding={padding!r}, dilation={dilation!r}")
 
 
-def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads, *, flip_transpose=False):
+def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads, *, flip_transpose=False, relu=False):
     """flip_transpose: `problem` is the stride-1 input-gradient convolution and `hwio` the forward kernel, whose
-    flipped, transposed form (_layout.flipped_transposed_hwio) this convolution applies."""
+    flipped, transposed form (_layout.flipped_transposed_hwio) this convolution applies. relu: out = max(out, 0)
+    (NaN kept). Returns whether the kernel applied the ReLU itself."""
     if _planning.use_register_tiles(problem):
         pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize)
         packed = _layout.pack_direct_weights(hwio, problem.groups, lanes, flip_transpose=flip_transpose)
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
         unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads)
-        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, unit_tiles, n_threads)
-    else:
-        if flip_transpose:
-            hwio = _layout.flipped_transposed_hwio(hwio, problem.groups)
-        conv_direct.forward_nhwc(x, hwio, bias, out, problem.geometry, n_threads)
+        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, unit_tiles, relu, n_threads)
+        return relu
+    if flip_transpose:
+        hwio = _layout.flipped_transposed_hwio(hwio, problem.groups)
+    conv_direct.forward_nhwc(x, hwio, bias, out, problem.geometry, n_threads)
+    return False
 
 
 def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, groups=1,
@@ -142,6 +144,15 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
     >>> y.shape, y.dtype, float(y[0, 2, 2, 0]), float(y[0, 0, 0, 0])
     ((1, 5, 5, 4), dtype('float32'), 18.0, 8.0)
     """
+    return conv2d_relu(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                       data_format=data_format, algorithm=algorithm, out=out, relu=False)
+
+
+def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, groups=1,
+                data_format="channels_last", algorithm="auto", out=None, relu=True):
+    """``conv2d`` followed by a plain ReLU (``max(y, 0)``, NaN kept), applied by the tiled kernel as it writes
+    each output (no second pass over the output) where that kernel runs, in place afterwards otherwise. For
+    layers (Conv2D with activation="relu"); not part of the public API."""
     channels_last = check.data_format(data_format)
     requested = check.algorithm(algorithm)
     x_arr = check.array(x, "x", 4)
@@ -169,23 +180,25 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
 
     algorithm = _settle_algorithm(_planning.choose_forward(problem, requested), requested, problem,
                                   _meets_padded_zeros(problem, wc))
+    applied = False
     if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
-        return _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
-    if algorithm == "direct":
+        result = _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
+    elif algorithm == "direct":
         if channels_last:
-            _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads)
+            applied = _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads, relu=relu)
         else:
             nhwc = np.empty((problem.batch, problem.out_h, problem.out_w, problem.out_c), dtype=dtype)
             _direct_forward_nhwc(problem, _layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, nhwc, n_threads)
             result[...] = nhwc.transpose(0, 3, 1, 2)
-        return result
-
-    rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
-    pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)
-    tile = _planning.column_tile(rsc * dtype.itemsize, pixels)
-    cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * rsc, dtype)
-    with blas_single_threaded():
-        _im2col().forward(xc, wc, bc, result, cols, problem.geometry, tile, channels_last, n_threads)
+    else:
+        rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
+        pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)
+        tile = _planning.column_tile(rsc * dtype.itemsize, pixels)
+        cols = _column_buffer(n_threads, 0 if _planning.is_pointwise(problem) else tile * rsc, dtype)
+        with blas_single_threaded():
+            _im2col().forward(xc, wc, bc, result, cols, problem.geometry, tile, channels_last, n_threads)
+    if relu and not applied:
+        np.maximum(result, result.dtype.type(0), out=result)
     return result
 
 

@@ -67,6 +67,21 @@ def recording_state():
         _recording.on = previous
 
 
+_training_step = threading.local()
+
+
+@contextlib.contextmanager
+def training_step():
+    """A model's training step runs its forward pass inside this block (in this thread). Nothing outside the step
+    reads the layers' logits (the model releases their state after it), so a plain ReLU may overwrite them."""
+    previous = getattr(_training_step, "on", False)
+    _training_step.on = True
+    try:
+        yield
+    finally:
+        _training_step.on = previous
+
+
 def _snake_case(name):
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
@@ -386,12 +401,23 @@ class ActivationMixin:
     #: set by a model whose loss reads this layer's logits, so they are kept at inference too
     _keep_logits = False
 
-    def _activate(self, logits, training, owned=False):
-        """``owned``: the layer computed ``logits`` itself, so nothing else holds them."""
+    def _relu_in_place(self, training):
+        """Whether this call may overwrite its logits with a plain ReLU: at inference, and in a model's training
+        step, unless a fused loss reads the logits. (Plain ReLU's backward needs only where the output is > 0,
+        which is where the logits were.) A training-mode call outside a step keeps the true logits."""
+        if self._keep_logits or not getattr(self.activation, "_plain", False):
+            return False
+        return not self._keep_state(training) or getattr(_training_step, "on", False)
+
+    def _activate(self, logits, training, owned=False, relu_applied=False):
+        """``owned``: the layer computed ``logits`` itself, so nothing else holds them. ``relu_applied``: the
+        kernel already wrote them through the plain ReLU (asked only where :meth:`_relu_in_place` allowed it)."""
         keep = self._keep_state(training) or self._keep_logits
-        if owned and not keep and getattr(self.activation, "_plain", False):
-            self._activation_cache = None
-            return np.maximum(logits, logits.dtype.type(0), out=logits)  # plain ReLU in place: no second array
+        if relu_applied or (owned and self._relu_in_place(training)):
+            if not relu_applied:
+                np.maximum(logits, logits.dtype.type(0), out=logits)  # no second array
+            self._activation_cache = (logits, logits) if keep else None
+            return logits
         out = self.activation(logits)
         self._activation_cache = (logits, out) if keep else None
         return out

@@ -125,9 +125,11 @@ class Conv2D(ActivationMixin, Layer):
     def call(self, x, training=False):
         bias = self.bias.value if self.use_bias else None
         weight = self._layout_kernel()
-        logits = F.conv2d(x, weight, bias, **self._options())
+        fuse_relu = self._relu_in_place(training)
+        conv = F.conv2d_relu if fuse_relu else F.conv2d
+        logits = conv(x, weight, bias, **self._options())
         self._cache = (x, weight) if self._keep_state(training) else None
-        return self._activate(logits, training, owned=True)
+        return self._activate(logits, training, owned=True, relu_applied=fuse_relu)
 
     def backward_from_logits(self, grad_logits, need_input_grad=True):
         x, weight = self._cached()

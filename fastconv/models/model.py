@@ -23,7 +23,7 @@ from fastconv import metrics as metrics_module
 from fastconv import optimizers as optimizers_module
 from fastconv import utils
 from fastconv.layers import symbolic
-from fastconv.layers.base import ActivationMixin, InputLayer, Layer, format_shape, recording_state
+from fastconv.layers.base import ActivationMixin, InputLayer, Layer, format_shape, recording_state, training_step
 from fastconv.layers.regularization import Dropout
 from fastconv.models import data as data_module
 from fastconv.models import saving
@@ -628,7 +628,8 @@ class Model(Layer):
     def _train_batch(self, xs, ys):
         xs = self._prepare_x(xs)
         states = {}
-        outs = self._forward(xs, training=True, states=states)
+        with training_step():
+            outs = self._forward(xs, training=True, states=states)
         total, per_output, grads = self._losses_of(ys, outs, need_grad=True)
         fused_nodes = {id(t.node) for t, fused in zip(self._graph.outputs, self._fused) if fused}
         try:
