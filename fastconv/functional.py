@@ -8,7 +8,7 @@ import numpy as np
 
 from fastconv import _layout, _planning
 from fastconv import _validation as check
-from fastconv._kernels import conv_direct, pooling
+from fastconv._kernels import conv_direct, pooling, reductions
 from fastconv._problem import conv_problem, pool_problem
 from fastconv._threads import blas_single_threaded, threads_for_bytes, threads_for_flops
 
@@ -372,8 +372,17 @@ def conv2d_grad_bias(grad_output, *, data_format="channels_last"):
     channels_last = check.data_format(data_format)
     go = check.array(grad_output, "grad_output", 4)
     dtype = _common_dtype({"grad_output": go})
-    axes = (0, 1, 2) if channels_last else (0, 2, 3)
-    return np.add.reduce(check.contiguous(go, dtype), axis=axes, dtype=dtype)
+    goc = check.contiguous(go, dtype)
+    if not channels_last:  # contiguous planes: NumPy's pairwise sums are already at memory speed
+        return np.add.reduce(goc, axis=(0, 2, 3), dtype=dtype)
+    rows = goc.reshape(-1, goc.shape[3])
+    out = np.empty(goc.shape[3], dtype=dtype)
+    if out.size == 0 or rows.shape[0] == 0:
+        out.fill(0)
+        return out
+    partial = np.empty((reductions.block_count(rows.shape[0]), rows.shape[1]), dtype=dtype)
+    reductions.column_sums(rows, out, partial, threads_for_bytes(goc.nbytes))
+    return out
 
 
 def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False, data_format="channels_last",
