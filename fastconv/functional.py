@@ -435,7 +435,7 @@ def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
 
 
 def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=None, padding="valid",
-                    ceil_mode=False, data_format="channels_last"):
+                    ceil_mode=False, data_format="channels_last", out=None):
     """Gradient of ``max_pool2d``: each ``grad_output`` cell added onto its window's winning input cell.
 
     Parameters
@@ -448,10 +448,13 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
         Shape of the forward input.
     pool_size, stride, padding, ceil_mode, data_format
         As in the forward call (used to check the shapes).
+    out : ndarray, optional
+        Exact shape ``input_shape`` and grad_output's dtype, writable, C-contiguous, not overlapping an input;
+        overwritten entirely.
 
     Returns
     -------
-    ndarray of shape ``input_shape``
+    ndarray of shape ``input_shape`` (``out`` when given)
 
     Examples
     --------
@@ -479,9 +482,12 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
         raise ValueError(f"indices must have the shape of grad_output {go.shape}; received indices with shape "
                          f"{idx.shape}")
     dtype = _common_dtype({"grad_output": go})
-    check.allocation(input_shape, dtype, "max_pool2d_grad's result", f"input_shape={input_shape}")
     idx64 = np.ascontiguousarray(idx, dtype=np.int64)
-    result = np.empty(input_shape, dtype=dtype)
+    if out is not None:
+        result = check.output_buffer(out, input_shape, dtype, {"grad_output": go, "indices": idx64})
+    else:
+        check.allocation(input_shape, dtype, "max_pool2d_grad's result", f"input_shape={input_shape}")
+        result = np.empty(input_shape, dtype=dtype)
     if result.size == 0:
         return result
     go = check.contiguous(go, dtype)

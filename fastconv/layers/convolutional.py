@@ -127,7 +127,9 @@ class Conv2D(ActivationMixin, Layer):
         weight = self._layout_kernel()
         fuse_relu = self._relu_in_place(training)
         conv = F.conv2d_relu if fuse_relu else F.conv2d
-        logits = conv(x, weight, bias, **self._options())
+        reuse = self._recycled("output", self.compute_output_shape(x.shape), self.dtype) if x.dtype == self.dtype \
+            else None
+        logits = self._keep_for_reuse("output", conv(x, weight, bias, out=reuse, **self._options()))
         self._cache = (x, weight) if self._keep_state(training) else None
         return self._activate(logits, training, owned=True, relu_applied=fuse_relu)
 

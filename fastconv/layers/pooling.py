@@ -96,8 +96,9 @@ class MaxPooling2D(_Pooling2D):
         if not need_input_grad:
             return None, []
         grad = F.max_pool2d_grad(np.ascontiguousarray(grad_output, dtype=self.dtype), indices, input_shape,
-                                 pool_size=self.pool_size, **self._options())
-        return grad, []
+                                 pool_size=self.pool_size, out=self._recycled("grad", input_shape, self.dtype),
+                                 **self._options())
+        return self._keep_for_reuse("grad", grad), []
 
     def backward_through_relu(self, grad_output):
         """The gradient with respect to the *logits* of a plain ReLU whose output this layer pooled.
@@ -109,7 +110,9 @@ class MaxPooling2D(_Pooling2D):
         input_shape, indices, out = self._cached()
         grad_output = np.ascontiguousarray(grad_output, dtype=self.dtype)
         masked = np.multiply(grad_output, out > 0, dtype=self.dtype)
-        return F.max_pool2d_grad(masked, indices, input_shape, pool_size=self.pool_size, **self._options())
+        grad = F.max_pool2d_grad(masked, indices, input_shape, pool_size=self.pool_size,
+                                 out=self._recycled("grad", input_shape, self.dtype), **self._options())
+        return self._keep_for_reuse("grad", grad)
 
 
 

@@ -630,14 +630,14 @@ class Model(Layer):
         states = {}
         with training_step():
             outs = self._forward(xs, training=True, states=states)
-        total, per_output, grads = self._losses_of(ys, outs, need_grad=True)
-        fused_nodes = {id(t.node) for t, fused in zip(self._graph.outputs, self._fused) if fused}
-        try:
-            weight_grads, _ = self._graph.backward(grads, states, fused_nodes)
-            if weight_grads:
-                self.optimizer.apply([g for _, g in weight_grads], [v for v, _ in weight_grads])
-        finally:
-            self._graph.release()
+            total, per_output, grads = self._losses_of(ys, outs, need_grad=True)
+            fused_nodes = {id(t.node) for t, fused in zip(self._graph.outputs, self._fused) if fused}
+            try:
+                weight_grads, _ = self._graph.backward(grads, states, fused_nodes)
+                if weight_grads:
+                    self.optimizer.apply([g for _, g in weight_grads], [v for v, _ in weight_grads])
+            finally:
+                self._graph.release()
         return total, per_output, outs
 
     def _test_batch(self, xs, ys):
@@ -838,6 +838,8 @@ class Model(Layer):
                 warnings.warn("the data generator ran out of data; training stopped. Make sure it can produce "
                               "steps_per_epoch * epochs batches (or is re-iterable)", RuntimeWarning, stacklevel=2)
                 break
+        for layer in self._all_layers():  # the arrays kept for reuse between steps are not needed after fit
+            layer._drop_recycled()
         cbs.on_train_end(epoch_logs)
         return history
 

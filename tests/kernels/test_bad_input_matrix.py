@@ -304,9 +304,9 @@ TABLE = [
         Row(("set_num_threads",), "n=True", TypeError,
             "n must be an int; received n=True"),
     ]),
-    Section("out=", "`out` (conv2d and depthwise_conv2d) must be a writable, aligned, C-contiguous ndarray of exactly "
+    Section("out=", "`out` (conv2d, depthwise_conv2d and max_pool2d_grad) must be a writable, aligned, C-contiguous ndarray of exactly "
             "the output's shape and dtype that shares no memory with an input.", [
-        Row(("conv2d", "depthwise_conv2d"), "out=[0.0]", TypeError,
+        Row(("conv2d", "depthwise_conv2d", "max_pool2d_grad"), "out=[0.0]", TypeError,
             "out must be a numpy.ndarray; received out of type list"),
         Row(("conv2d",), "out=Z(1, 4, 4, 5)", ValueError,
             "out must have shape (1, 4, 4, 6); received out with shape (1, 4, 4, 5)"),
@@ -324,6 +324,11 @@ TABLE = [
             "out must not overlap the input bias; received an out that shares memory with bias"),
         Row(("depthwise_conv2d",), "out=Z(1, 4, 4, 4)", ValueError,
             "out must have shape (1, 4, 4, 8); received out with shape (1, 4, 4, 4)"),
+        Row(("max_pool2d_grad",), "out=Z(1, 6, 6, 2)", ValueError,
+            "out must have shape (1, 6, 6, 3); received out with shape (1, 6, 6, 2)"),
+        Row(("max_pool2d_grad",), "grad_output=B[:27].reshape(1, 3, 3, 3), out=B[:108].reshape(1, 6, 6, 3)",
+            ValueError, "out must not overlap the input grad_output; received an out that shares memory with "
+            "grad_output"),
     ]),
     Section("Indices", "`indices` (max_pool2d_grad, global_max_pool2d_grad) are integers of grad_output's shape, each "
             "a flat position `h * W + w` inside its (H, W) plane.", [
