@@ -164,17 +164,26 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
             if p1 > n_pixels:
                 p1 = n_pixels
             tile_count = (p1 - p0 + WB - 1) // WB
+            # (n, ho, wo) of pixel p0, then stepped along: no divisions per pixel (they cost more than the
+            # arithmetic of a tile when the channels are few).
+            n = p0 // (Ho * Wo)
+            rem = p0 - n * Ho * Wo
+            ho = rem // Wo
+            wo = rem - ho * Wo
             for tile in range(tile_count):
                 for j in range(WB):
                     p = p0 + tile * WB + j
                     if p < p1:
-                        n = p // (Ho * Wo)
-                        rem = p - n * Ho * Wo
-                        ho = rem // Wo
-                        wo = rem - ho * Wo
                         pix_n[j] = n
                         pix_h[j] = ho * geom.stride_h - geom.pad_top
                         pix_w[j] = wo * geom.stride_w - geom.pad_left
+                        wo = wo + 1
+                        if wo == Wo:
+                            wo = 0
+                            ho = ho + 1
+                            if ho == Ho:
+                                ho = 0
+                                n = n + 1
                     else:
                         pix_n[j] = -1
                 taps = 0
