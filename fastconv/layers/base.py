@@ -54,33 +54,31 @@ __all__ = ["Variable", "Layer", "InputLayer", "Input", "ActivationMixin"]
 _name_lock = threading.Lock()
 _name_counts = {}
 _recording = threading.local()
-
-
-@contextlib.contextmanager
-def recording_state():
-    """Layers called inside this block (in this thread) keep their backward state even in inference mode, so that
-    a model can backpropagate through an inference pass (``Model.gradients``: dropout off, moving statistics)."""
-    previous = getattr(_recording, "on", False)
-    _recording.on = True
-    try:
-        yield
-    finally:
-        _recording.on = previous
-
-
 _training_step = threading.local()
 
 
 @contextlib.contextmanager
-def training_step():
-    """A model's training step runs its forward pass inside this block (in this thread). Nothing outside the step
-    reads the layers' logits (the model releases their state after it), so a plain ReLU may overwrite them."""
-    previous = getattr(_training_step, "on", False)
-    _training_step.on = True
+def _flag_on(flag):
+    """Set a thread-local flag for the block, restoring its previous value (blocks may nest)."""
+    previous = getattr(flag, "on", False)
+    flag.on = True
     try:
         yield
     finally:
-        _training_step.on = previous
+        flag.on = previous
+
+
+def recording_state():
+    """Layers called inside this block (in this thread) keep their backward state even in inference mode, so that
+    a model can backpropagate through an inference pass (``Model.gradients``: dropout off, moving statistics)."""
+    return _flag_on(_recording)
+
+
+def training_step():
+    """A model's training step runs inside this block (in this thread). Nothing outside the step reads the
+    layers' logits or the arrays they produced for it (the model releases their state after it), so a plain ReLU
+    may overwrite its logits and the next step may reuse those arrays."""
+    return _flag_on(_training_step)
 
 
 def _snake_case(name):
