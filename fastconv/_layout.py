@@ -5,6 +5,9 @@ All results are C-contiguous copies.
 """
 import numpy as np
 
+from fastconv._kernels import weight_packing
+from fastconv._threads import threads_for_bytes
+
 
 def nchw_to_nhwc(x):
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
@@ -48,9 +51,6 @@ def pack_direct_weights(hwio, groups, lanes, *, flip_transpose=False):
     of `lanes` output channels contiguous per input channel, zero-padded past the group's last channel. With
     flip_transpose, those of ``flipped_transposed_hwio(hwio, groups)`` (the stride-1 input gradient's kernel),
     without forming it."""
-    from fastconv._kernels import weight_packing
-    from fastconv._threads import threads_for_bytes
-
     r, s, cg, k = hwio.shape
     n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)
     packed = np.empty(groups * -(-n_out // lanes) * r * s * n_in * lanes, dtype=hwio.dtype)

@@ -9,7 +9,7 @@ gathers (each input cell written once), channels_first's scatters plane by plane
 from cython.parallel cimport parallel, prange
 from cython cimport floating
 from libc.math cimport INFINITY
-from libc.stdint cimport INT32_MAX, int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
