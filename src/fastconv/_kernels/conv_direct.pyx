@@ -19,9 +19,6 @@ cdef extern from "direct_tile.h" nogil:
     fc_tile_f32 fc_tile_for_f32(int isa)
     fc_tile_f64 fc_tile_for_f64(int isa)
     int fc_tile_pixels(int isa)
-    int fc_grad_weight_tile_rows(int isa)
-    fc_tile_f32 fc_grad_weight_tile_for_f32(int isa)
-    fc_tile_f64 fc_grad_weight_tile_for_f64(int isa)
     int fc_tile_lanes(int isa, int itemsize)
 
 cdef enum:
@@ -87,15 +84,6 @@ cdef inline void run_tile(Py_ssize_t n_taps, const floating** a, Py_ssize_t a_of
         fc_tile_for_f32(isa)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
     else:
         fc_tile_for_f64(isa)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
-
-
-cdef inline void run_grad_weight_tile(Py_ssize_t n_taps, const floating** a, Py_ssize_t a_step,
-                                      const floating** b, Py_ssize_t b_step, Py_ssize_t count,
-                                      floating* out, Py_ssize_t ldo, int isa) noexcept nogil:
-    if floating is float:
-        fc_grad_weight_tile_for_f32(isa)(n_taps, a, 0, a_step, b, b_step, count, out, ldo)
-    else:
-        fc_grad_weight_tile_for_f64(isa)(n_taps, a, 0, a_step, b, b_step, count, out, ldo)
 
 
 cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
@@ -279,7 +267,7 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     # tiles take WB consecutive rows of HWIO across taps instead (3 channels: 4 tiles for a 3x3 kernel, not 9).
     # grad_out's channel axis is padded to whole blocks of lanes per group (groups * k_blocks * lanes).
     cdef int isa = active_isa()
-    cdef Py_ssize_t WB = fc_grad_weight_tile_rows(isa), KB = fc_tile_lanes(isa, sizeof(floating))
+    cdef Py_ssize_t WB = fc_tile_pixels(isa), KB = fc_tile_lanes(isa, sizeof(floating))
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
     cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
@@ -376,8 +364,8 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                         for k in range(KB):
                             scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
                     dst = scratch
-                run_grad_weight_tile(n_taps, aptrs, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst,
-                                     K if full else KB, isa)
+                run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst,
+                         K if full else KB, isa)
                 if not full:
                     for j in range(nq):
                         for k in range(kw):
