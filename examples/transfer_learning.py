@@ -10,7 +10,7 @@
    (d) fine-tuning: (c), then the top conv layer unfrozen and trained further at a low learning rate,
    and print the held-out accuracy of each.
 
-Run: ``python examples/transfer_learning.py`` (needs mlxtend and scikit-learn; about 1.5 minutes on 2 cores).
+Run: ``python examples/transfer_learning.py`` (needs mlxtend and scikit-learn; about 25 s on 2 cores).
 """
 import argparse
 import os
