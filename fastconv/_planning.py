@@ -135,13 +135,13 @@ def forward_unit_tiles(problem, tile_pixels, lanes, n_threads):
     is summed in the same order whatever unit it falls in), so it may follow the thread count."""
     total_tiles = -(-problem.batch * problem.out_h * problem.out_w // tile_pixels)
     k_blocks = problem.groups * -(-(problem.out_c // problem.groups) // lanes)
-    largest = max(1, min(MAX_UNIT_TILES, total_tiles * k_blocks // (ITEMS_PER_THREAD * max(1, n_threads))))
+    largest = max(1, min(MAX_UNIT_PIXELS // tile_pixels, total_tiles * k_blocks // (ITEMS_PER_THREAD * max(1, n_threads))))
     # Units of equal size: 33 tiles as 17 + 16, not 16 + 16 + 1 (a near-empty unit unbalances the threads).
     n_units = -(-total_tiles // largest)
     return -(-total_tiles // n_units)
 
 
 # Work items per thread the tiled forward aims to offer (dynamic scheduling evens them out); and the largest
-# unit of register tiles.
+# unit, in output pixels (64 tiles of 14, or 128 of 7).
 ITEMS_PER_THREAD = 4
-MAX_UNIT_TILES = 64
+MAX_UNIT_PIXELS = 896

@@ -89,7 +89,7 @@ def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads, *, flip_transpo
     flipped, transposed form (_layout.flipped_transposed_hwio) this convolution applies. relu: out = max(out, 0)
     (NaN kept). Returns whether the kernel applied the ReLU itself."""
     if _planning.use_register_tiles(problem):
-        pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize)
+        pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize, problem.out_c // problem.groups)
         packed = _layout.pack_direct_weights(hwio, problem.groups, lanes, flip_transpose=flip_transpose)
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
         unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads)
@@ -341,7 +341,7 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
         x_nhwc = xc if channels_last else _layout.nchw_to_nhwc(xc)
         if _planning.use_register_tiles(problem):
             hwio = np.zeros((r, s, cg, k), dtype=dtype)
-            _, lanes = conv_direct.tile_shape(dtype.itemsize)
+            _, lanes = conv_direct.tile_shape(dtype.itemsize, k // problem.groups)
             chunk_rows = _planning.grad_weight_chunk_rows(problem, dtype.itemsize)
             conv_direct.grad_weight_nhwc_tiled(_layout.pad_channel_blocks(go_nhwc, problem.groups, lanes), x_nhwc,
                                                hwio, problem.geometry, chunk_rows, n_threads)

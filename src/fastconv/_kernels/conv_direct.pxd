@@ -12,7 +12,8 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N, H,
                               ConvGeometry geom, int n_threads) noexcept nogil
 
 # The same with register tiles (direct_tile.h) at the CPU's best instruction set. The weight is packed as
-# (groups, ceil(K/groups / lanes), R, S, C/groups, lanes), zero-padded; `zeros` holds at least C/groups zeros.
+# (groups, ceil(K/groups / lanes), R, S, C/groups, lanes), zero-padded, lanes = conv_direct.tile_shape(itemsize,
+# K/groups)[1] (the tile shape follows K/groups); `zeros` holds at least C/groups zeros.
 # relu: write max(out, 0), NaN kept (the fused activation of a Conv2D layer).
 cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N, H, W, C)
                                     const floating[::1] packed_weight,  # IN  packed, see above

@@ -16,10 +16,11 @@ cdef extern from "direct_tile.h" nogil:
                                  const float * const *, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_tile_f64)(Py_ssize_t, const double * const *, Py_ssize_t, Py_ssize_t,
                                  const double * const *, Py_ssize_t, Py_ssize_t, double *, Py_ssize_t) noexcept nogil
-    fc_tile_f32 fc_tile_for_f32(int isa)
-    fc_tile_f64 fc_tile_for_f64(int isa)
-    int fc_tile_pixels(int isa)
-    int fc_tile_lanes(int isa, int itemsize)
+    fc_tile_f32 fc_tile_for_f32(int isa, int wide)
+    fc_tile_f64 fc_tile_for_f64(int isa, int wide)
+    int fc_tile_pixels(int isa, int wide)
+    int fc_tile_lanes(int isa, int itemsize, int wide)
+    int fc_tile_wide_for(int isa, int itemsize, Py_ssize_t channels)
 
 cdef enum:
     # Output pixels along a row processed together, so each weight vector loaded is reused this many times.
@@ -79,11 +80,11 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
 
 cdef inline void run_tile(Py_ssize_t n_taps, const floating** a, Py_ssize_t a_off, Py_ssize_t a_step,
                           const floating** b, Py_ssize_t b_step, Py_ssize_t count,
-                          floating* out, Py_ssize_t ldo, int isa) noexcept nogil:
+                          floating* out, Py_ssize_t ldo, int isa, int wide) noexcept nogil:
     if floating is float:
-        fc_tile_for_f32(isa)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
+        fc_tile_for_f32(isa, wide)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
     else:
-        fc_tile_for_f64(isa)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
+        fc_tile_for_f64(isa, wide)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
 
 
 cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
@@ -100,8 +101,9 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     # weights stay in cache (outer), tiles inner. A tap that no pixel of a tile can reach is skipped; a pixel
     # whose tap falls in the padding reads zeros.
     cdef int isa = active_isa()
-    cdef Py_ssize_t WB = fc_tile_pixels(isa), KB = fc_tile_lanes(isa, sizeof(floating))
     cdef Py_ssize_t K = geom.out_c, Cg = geom.in_c // geom.groups, Kg = K // geom.groups
+    cdef int wide = fc_tile_wide_for(isa, sizeof(floating), Kg)
+    cdef Py_ssize_t WB = fc_tile_pixels(isa, wide), KB = fc_tile_lanes(isa, sizeof(floating), wide)
     cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t n_pixels = geom.batch * Ho * Wo
     cdef Py_ssize_t unit_pixels = unit_tiles * WB
@@ -110,7 +112,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t n_items = n_units * geom.groups * n_kblocks
     cdef Py_ssize_t block_size = R * S * Cg * KB
     cdef Py_ssize_t tile_ptrs = R * S * WB
-    cdef Py_ssize_t cblock = WEIGHT_BLOCK_BYTES // (R * S * KB * sizeof(floating))
+    cdef Py_ssize_t cblock = WEIGHT_BLOCK_BYTES * (2 if wide else 1) // (R * S * KB * sizeof(floating))
     cdef const floating* packed = &packed_weight[0]
     cdef floating* out_flat = &out[0, 0, 0, 0]
     cdef Py_ssize_t item, unit, g, kb, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
@@ -234,7 +236,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                     for t in range(n_taps[tile]):
                         wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * KB
                     run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB, S * nc if merged[tile] else nc,
-                             unitbuf + tile * WB * KB, KB, isa)
+                             unitbuf + tile * WB * KB, KB, isa, wide)
             if relu:  # fused ReLU: v < 0, not v > 0, so NaN stays NaN (as np.maximum)
                 for p in range(p0, p1):
                     for k in range(kw):
@@ -267,8 +269,9 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     # tiles take WB consecutive rows of HWIO across taps instead (3 channels: 4 tiles for a 3x3 kernel, not 9).
     # grad_out's channel axis is padded to whole blocks of lanes per group (groups * k_blocks * lanes).
     cdef int isa = active_isa()
-    cdef Py_ssize_t WB = fc_tile_pixels(isa), KB = fc_tile_lanes(isa, sizeof(floating))
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
+    cdef int wide = fc_tile_wide_for(isa, sizeof(floating), Kg)
+    cdef Py_ssize_t WB = fc_tile_pixels(isa, wide), KB = fc_tile_lanes(isa, sizeof(floating), wide)
     cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
     cdef Py_ssize_t K_padded = grad_out.shape[3]
@@ -365,7 +368,7 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                             scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
                     dst = scratch
                 run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst,
-                         K if full else KB, isa)
+                         K if full else KB, isa, wide)
                 if not full:
                     for j in range(nq):
                         for k in range(kw):
@@ -473,10 +476,12 @@ def forward_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] we
         conv2d_forward_nhwc(x, weight, bias_ptr, out, geom, n_threads)
 
 
-def tile_shape(itemsize):
-    """(pixels, channel lanes) of the register tile at the active instruction set."""
+def tile_shape(itemsize, Py_ssize_t channels):
+    """(rows, channel lanes) of the register tile the tiled kernels use at the active instruction set for a
+    reduction into `channels` lanes per group (output channels): the packing and padding they expect."""
     cdef int isa = active_isa()
-    return fc_tile_pixels(isa), fc_tile_lanes(isa, itemsize)
+    cdef int wide = fc_tile_wide_for(isa, itemsize, channels)
+    return fc_tile_pixels(isa, wide), fc_tile_lanes(isa, itemsize, wide)
 
 
 def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,

@@ -1,12 +1,12 @@
-/* One register tile of the direct convolution kernels, instantiated once per (dtype, instruction set) by
- * direct_tile.h. Parameters (macros): FC_T element type, FC_NAME function name, FC_VBYTES vector bytes,
- * FC_WB rows of the tile, FC_ATTR target attribute.
+/* One register tile of the direct convolution kernels, instantiated once per (dtype, instruction set, tile shape)
+ * by direct_tile.h. Parameters (macros): FC_T element type, FC_NAME function name, FC_VBYTES vector bytes,
+ * FC_WB rows of the tile, FC_NV vectors per row, FC_ATTR target attribute.
  *
- * The tile is FC_WB rows x 2 vectors (2*VL lanes), held in registers for the whole reduction: each vector of
- * the second operand is loaded once and used FC_WB times, each scalar of the first is broadcast once and used
- * for both vectors.
+ * The tile is FC_WB rows x FC_NV vectors (FC_NV*VL lanes), held in registers for the whole reduction: each
+ * vector of the second operand is loaded once and used FC_WB times, each scalar of the first is broadcast once
+ * and used for all FC_NV vectors.
  *
- *   out[j, 0:2*VL] += sum_{t < n_taps} sum_{i < count} a[t*FC_WB + j][a_off + i*a_step] * b[t][i*b_step + (0:2*VL)]
+ *   out[j, 0:NV*VL] += sum_{t < n_taps} sum_{i < count} a[t*FC_WB + j][a_off + i*a_step] * b[t][i*b_step + (0:NV*VL)]
  *
  * Forward: rows j are output pixels, a = the pixels' input channels (a_step 1), b = packed weights.
  * Weight gradient: rows j are input channels, a = input pixels (a_step = pixel stride), b = output gradient
@@ -19,16 +19,16 @@ FC_ATTR static void FC_NAME(fc_index n_taps, const FC_T *const *a, fc_index a_of
 {
     typedef FC_CAT(FC_NAME, vec) vec;
     enum { VL = FC_VBYTES / sizeof(FC_T) };
-    vec acc0[FC_WB], acc1[FC_WB];
+    vec acc[FC_WB][FC_NV], wv[FC_NV];
     const FC_T *x[FC_WB];
     fc_index t, i, xi;
-    int j;
+    int j, v;
 
 #pragma GCC unroll 16
-    for (j = 0; j < FC_WB; j++) {
-        acc0[j] = *(const vec *)(out + j * ldo);
-        acc1[j] = *(const vec *)(out + j * ldo + VL);
-    }
+    for (j = 0; j < FC_WB; j++)
+#pragma GCC unroll 4
+        for (v = 0; v < FC_NV; v++)
+            acc[j][v] = *(const vec *)(out + j * ldo + v * VL);
     for (t = 0; t < n_taps; t++) {
         const FC_T *w = b[t];
 #pragma GCC unroll 16
@@ -36,21 +36,23 @@ FC_ATTR static void FC_NAME(fc_index n_taps, const FC_T *const *a, fc_index a_of
             x[j] = a[t * FC_WB + j] + a_off;
         xi = 0;
         for (i = 0; i < count; i++) {
-            vec w0 = *(const vec *)(w);
-            vec w1 = *(const vec *)(w + VL);
+#pragma GCC unroll 4
+            for (v = 0; v < FC_NV; v++)
+                wv[v] = *(const vec *)(w + v * VL);
             w += b_step;
 #pragma GCC unroll 16
             for (j = 0; j < FC_WB; j++) {
                 FC_T xv = x[j][xi];
-                acc0[j] += xv * w0;
-                acc1[j] += xv * w1;
+#pragma GCC unroll 4
+                for (v = 0; v < FC_NV; v++)
+                    acc[j][v] += xv * wv[v];
             }
             xi += a_step;
         }
     }
 #pragma GCC unroll 16
-    for (j = 0; j < FC_WB; j++) {
-        *(vec *)(out + j * ldo) = acc0[j];
-        *(vec *)(out + j * ldo + VL) = acc1[j];
-    }
+    for (j = 0; j < FC_WB; j++)
+#pragma GCC unroll 4
+        for (v = 0; v < FC_NV; v++)
+            *(vec *)(out + j * ldo + v * VL) = acc[j][v];
 }
