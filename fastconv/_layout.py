@@ -5,16 +5,39 @@ All results are C-contiguous copies.
 """
 import numpy as np
 
-from fastconv._kernels import weight_packing
+from fastconv._kernels import layout_transpose, weight_packing
 from fastconv._threads import threads_for_bytes
+
+# Element sizes the tiled transpose moves (as unsigned integers of that size), and the size below which NumPy's
+# own copy is as fast (no threads to wake).
+_TRANSPOSE_UNITS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+_TRANSPOSE_MIN_BYTES = 1 << 16
+
+
+def _swap_last_two(x, planes, rows, cols, numpy_axes, result_shape, out=None):
+    """x viewed as (planes, rows, cols) -> C-contiguous (planes, cols, rows), reshaped to result_shape, written
+    into `out` if given (C-contiguous, that shape and x's dtype). The tiled kernel for C-contiguous arrays of 2-,
+    4- or 8-byte elements (bits copied as they are); NumPy otherwise."""
+    unit = _TRANSPOSE_UNITS.get(x.dtype.itemsize)
+    if unit is None or not x.flags.c_contiguous or x.nbytes < _TRANSPOSE_MIN_BYTES or x.dtype.hasobject:
+        if out is None:
+            return np.ascontiguousarray(x.transpose(numpy_axes))
+        out[...] = x.transpose(numpy_axes)
+        return out
+    result = np.empty(result_shape, dtype=x.dtype) if out is None else out
+    layout_transpose.transpose_batched(x.reshape(planes, rows, cols).view(unit),
+                                       result.reshape(planes, cols, rows).view(unit), threads_for_bytes(x.nbytes))
+    return result
 
 
 def nchw_to_nhwc(x):
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    n, c, h, w = x.shape
+    return _swap_last_two(x, n, c, h * w, (0, 2, 3, 1), (n, h, w, c))
 
 
-def nhwc_to_nchw(x):
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+def nhwc_to_nchw(x, out=None):
+    n, h, w, c = x.shape
+    return _swap_last_two(x, n, h * w, c, (0, 3, 1, 2), (n, c, h, w), out)
 
 
 def oihw_to_hwio(w):

@@ -188,8 +188,9 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
             applied = _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads, relu=relu)
         else:
             nhwc = np.empty((problem.batch, problem.out_h, problem.out_w, problem.out_c), dtype=dtype)
-            _direct_forward_nhwc(problem, _layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, nhwc, n_threads)
-            result[...] = nhwc.transpose(0, 3, 1, 2)
+            applied = _direct_forward_nhwc(problem, _layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, nhwc,
+                                           n_threads, relu=relu)
+            _layout.nhwc_to_nchw(nhwc, out=result)
     else:
         rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
         pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)

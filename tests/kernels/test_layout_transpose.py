@@ -1,0 +1,37 @@
+"""The NCHW <-> NHWC conversions (fastconv._layout, a tiled parallel transpose for large arrays) equal NumPy's
+transposing copy bit for bit: every element size, shapes that leave partial tiles, non-contiguous inputs (NumPy's
+path), the smallest and empty arrays, and writing into a given buffer."""
+import numpy as np
+import pytest
+
+from fastconv import _layout
+
+SHAPES = [(1, 64, 224, 3), (2, 3, 70, 75), (3, 33, 31, 37), (1, 1, 1, 1), (0, 4, 5, 6), (2, 130, 9, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.complex64, np.complex128])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_conversions_equal_numpy(shape, dtype, rng):
+    a = (rng.standard_normal(shape) * 100).astype(dtype)
+    if dtype in (np.float32, np.float64) and a.size:
+        a.flat[::7] = np.nan        # NaN payloads and signed zeros are copied as bits
+        a.flat[1::11] = -0.0
+    nhwc = _layout.nchw_to_nhwc(a)
+    assert nhwc.flags.c_contiguous and nhwc.dtype == a.dtype
+    np.testing.assert_array_equal(nhwc.view(np.uint8), np.ascontiguousarray(a.transpose(0, 2, 3, 1)).view(np.uint8))
+    nchw = _layout.nhwc_to_nchw(a)
+    assert nchw.flags.c_contiguous
+    np.testing.assert_array_equal(nchw.view(np.uint8), np.ascontiguousarray(a.transpose(0, 3, 1, 2)).view(np.uint8))
+
+
+def test_non_contiguous_input_and_out_buffer(rng):
+    big = rng.standard_normal((2, 40, 50, 64)).astype(np.float32)
+    view = big[:, ::2, 5:45]
+    np.testing.assert_array_equal(_layout.nchw_to_nhwc(view), view.transpose(0, 2, 3, 1))
+    out = np.full((2, 64, 40, 50), 7.0, dtype=np.float32)
+    assert _layout.nhwc_to_nchw(big, out=out) is out
+    np.testing.assert_array_equal(out, big.transpose(0, 3, 1, 2))
+    small_out = np.empty((1, 2, 3, 4), dtype=np.float32)  # below the size the tiled kernel takes
+    small = rng.standard_normal((1, 3, 4, 2)).astype(np.float32)
+    _layout.nhwc_to_nchw(small, out=small_out)
+    np.testing.assert_array_equal(small_out, small.transpose(0, 3, 1, 2))
