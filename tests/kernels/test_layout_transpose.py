@@ -35,3 +35,15 @@ def test_non_contiguous_input_and_out_buffer(rng):
     small = rng.standard_normal((1, 3, 4, 2)).astype(np.float32)
     _layout.nhwc_to_nchw(small, out=small_out)
     np.testing.assert_array_equal(small_out, small.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8])
+@pytest.mark.parametrize("oihw_shape", [(512, 64, 3, 3), (64, 3, 7, 7), (33, 17, 3, 2), (2, 3, 1, 1), (40, 50, 1, 1)])
+def test_weight_conversions_equal_numpy(oihw_shape, dtype, rng):
+    oihw = (rng.standard_normal(oihw_shape) * 50).astype(dtype)
+    hwio = _layout.oihw_to_hwio(oihw)
+    assert hwio.flags.c_contiguous and hwio.dtype == oihw.dtype
+    np.testing.assert_array_equal(hwio, oihw.transpose(2, 3, 1, 0))
+    back = _layout.hwio_to_oihw(hwio)
+    assert back.flags.c_contiguous
+    np.testing.assert_array_equal(back, oihw)
