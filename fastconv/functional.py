@@ -84,20 +84,25 @@ def _conv_received(x_name, x_shape, w_name, w_shape, stride, padding, dilation):
             f"padding={padding!r}, dilation={dilation!r}")
 
 
-def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads, *, flip_transpose=False, relu=False):
+def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads, *, flip_transpose=False, relu=False,
+                         out_nchw=False):
     """flip_transpose: `problem` is the stride-1 input-gradient convolution and `hwio` the forward kernel, whose
     flipped, transposed form (_layout.flipped_transposed_hwio) this convolution applies. relu: out = max(out, 0)
-    (NaN kept). Returns whether the kernel applied the ReLU itself."""
+    (NaN kept). out_nchw: `out` is (N, K, Ho, Wo) (x stays NHWC). Returns whether the ReLU was applied."""
     if _planning.use_register_tiles(problem):
         pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize, problem.out_c // problem.groups)
         packed = _layout.pack_direct_weights(hwio, problem.groups, lanes, flip_transpose=flip_transpose)
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
         unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads)
-        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, unit_tiles, relu, n_threads)
+        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, unit_tiles, relu, out_nchw,
+                                       n_threads)
         return relu
     if flip_transpose:
         hwio = _layout.flipped_transposed_hwio(hwio, problem.groups)
-    conv_direct.forward_nhwc(x, hwio, bias, out, problem.geometry, n_threads)
+    nhwc = np.empty((problem.batch, problem.out_h, problem.out_w, problem.out_c), x.dtype) if out_nchw else out
+    conv_direct.forward_nhwc(x, hwio, bias, nhwc, problem.geometry, n_threads)
+    if out_nchw:
+        _layout.nhwc_to_nchw(nhwc, out=out)
     return False
 
 
@@ -187,10 +192,8 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
         if channels_last:
             applied = _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads, relu=relu)
         else:
-            nhwc = np.empty((problem.batch, problem.out_h, problem.out_w, problem.out_c), dtype=dtype)
-            applied = _direct_forward_nhwc(problem, _layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, nhwc,
-                                           n_threads, relu=relu)
-            _layout.nhwc_to_nchw(nhwc, out=result)
+            applied = _direct_forward_nhwc(problem, _layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, result,
+                                           n_threads, relu=relu, out_nchw=True)
     else:
         rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
         pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)
@@ -265,15 +268,17 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     if algorithm == "direct":
         hwio = wc if channels_last else _layout.oihw_to_hwio(wc)
         go_nhwc = goc if channels_last else _layout.nchw_to_nhwc(goc)
-        nhwc = np.empty((problem.batch, problem.in_h, problem.in_w, problem.in_c), dtype=dtype)
         if problem.stride == (1, 1):
             # With stride 1 the input gradient is itself a convolution: of grad_output with the spatially
             # flipped kernel, input and output channels swapped, padded by (kernel extent - 1 - padding).
             transposed = _planning.transposed_problem(problem)
-            _direct_forward_nhwc(transposed, go_nhwc, hwio, None, nhwc, n_threads, flip_transpose=True)
-        else:
-            weight_t = np.ascontiguousarray(hwio.transpose(0, 1, 3, 2))
-            conv_direct.grad_input_nhwc(go_nhwc, weight_t, nhwc, problem.geometry, n_threads)
+            result = np.empty(input_shape, dtype=dtype)
+            _direct_forward_nhwc(transposed, go_nhwc, hwio, None, result, n_threads, flip_transpose=True,
+                                 out_nchw=not channels_last)
+            return result
+        nhwc = np.empty((problem.batch, problem.in_h, problem.in_w, problem.in_c), dtype=dtype)
+        weight_t = np.ascontiguousarray(hwio.transpose(0, 1, 3, 2))
+        conv_direct.grad_input_nhwc(go_nhwc, weight_t, nhwc, problem.geometry, n_threads)
         return nhwc if channels_last else _layout.nhwc_to_nchw(nhwc)
 
     result = np.empty(input_shape, dtype=dtype)

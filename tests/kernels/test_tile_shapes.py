@@ -36,28 +36,45 @@ def check_close(got, expected, bound, dtype):
     assert np.all(err <= rel * (bound + 1e-6)), f"max |err| {err.max():.3g}"
 
 
+def to_layout(a, channels_last, weight=False):
+    if channels_last:
+        return a
+    return np.ascontiguousarray(a.transpose((3, 2, 0, 1) if weight else (0, 3, 1, 2)))
+
+
+def from_layout(a, channels_last, weight=False):
+    if channels_last:
+        return a
+    return a.transpose((2, 3, 1, 0) if weight else (0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_every_tile_shape_matches_the_reference(case, dtype, rng):
+def test_every_tile_shape_matches_the_reference(case, dtype, data_format, rng):
+    """channels_first runs the same NHWC kernels, the forward pass and the input gradient writing NCHW directly:
+    units of pixels that span two images included."""
     n, h, w, c, k, kernel, stride, padding, dilation, groups = case
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    cl = data_format == "channels_last"
+    fc_opts = dict(opts, data_format=data_format, algorithm="direct")
     x = rng.standard_normal((n, h, w, c))
     weight = rng.standard_normal(kernel + (c // groups, k))
     bias = rng.standard_normal(k)
-    xd, wd, bd = x.astype(dtype), weight.astype(dtype), bias.astype(dtype)
+    xd, wd, bd = to_layout(x.astype(dtype), cl), to_layout(weight.astype(dtype), cl, True), bias.astype(dtype)
 
-    y = fastconv.conv2d(xd, wd, bd, algorithm="direct", **opts)
-    check_close(y, reference.conv2d(x, weight, bias, **opts),
+    y = fastconv.conv2d(xd, wd, bd, **fc_opts)
+    check_close(from_layout(y, cl), reference.conv2d(x, weight, bias, **opts),
                 reference.conv2d(np.abs(x), np.abs(weight), np.abs(bias), **opts), dtype)
-    y_relu = conv2d_relu(xd, wd, bd, algorithm="direct", **opts)
+    y_relu = conv2d_relu(xd, wd, bd, **fc_opts)
     np.testing.assert_array_equal(y_relu, np.maximum(y, 0))
 
-    gy = rng.standard_normal(y.shape)
-    gx = fastconv.conv2d_grad_input(gy.astype(dtype), wd, x.shape, algorithm="direct", **opts)
-    check_close(gx, reference.conv2d_grad_input(gy, weight, x.shape, **opts),
+    gy = rng.standard_normal(from_layout(y, cl).shape)
+    gx = fastconv.conv2d_grad_input(to_layout(gy.astype(dtype), cl), wd, xd.shape, **fc_opts)
+    check_close(from_layout(gx, cl), reference.conv2d_grad_input(gy, weight, x.shape, **opts),
                 reference.conv2d_grad_input(np.abs(gy), np.abs(weight), x.shape, **opts), dtype)
-    gw = fastconv.conv2d_grad_weight(gy.astype(dtype), xd, weight.shape, algorithm="direct", **opts)
-    check_close(gw, reference.conv2d_grad_weight(gy, x, weight.shape, **opts),
+    gw = fastconv.conv2d_grad_weight(to_layout(gy.astype(dtype), cl), xd, wd.shape, **fc_opts)
+    check_close(from_layout(gw, cl, True), reference.conv2d_grad_weight(gy, x, weight.shape, **opts),
                 reference.conv2d_grad_weight(np.abs(gy), np.abs(x), weight.shape, **opts), dtype)
 
 

@@ -92,7 +92,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                     const floating* bias,
                                     const floating* zeros,
                                     floating[:, :, :, ::1] out,
-                                    ConvGeometry geom, Py_ssize_t unit_tiles, bint relu,
+                                    ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
                                     int n_threads) noexcept nogil:
     # Output pixels, flattened over (n, ho, wo), are cut into tiles of WB (rows of the register tile may belong
     # to different output rows or images, so no lanes idle at row ends) and tiles into units. Work item = (unit,
@@ -116,8 +116,9 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef const floating* packed = &packed_weight[0]
     cdef floating* out_flat = &out[0, 0, 0, 0]
     cdef Py_ssize_t item, unit, g, kb, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
-    cdef Py_ssize_t ih, iw, taps, tile_count, valid
+    cdef Py_ssize_t ih, iw, taps, tile_count, valid, seg_end
     cdef floating v
+    cdef floating* dst
     cdef bint reachable
     cdef bint* merged
     cdef const floating* wblock
@@ -237,7 +238,21 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                         wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * KB
                     run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB, S * nc if merged[tile] else nc,
                              unitbuf + tile * WB * KB, KB, isa, wide)
-            if relu:  # fused ReLU: v < 0, not v > 0, so NaN stays NaN (as np.maximum)
+            if out_nchw:
+                # NCHW: each output channel's pixels of one image are consecutive; one image at a time.
+                p = p0
+                while p < p1:
+                    n = p // (Ho * Wo)
+                    seg_end = (n + 1) * Ho * Wo
+                    if seg_end > p1:
+                        seg_end = p1
+                    for k in range(kw):
+                        dst = out_flat + (n * K + k0 + k) * Ho * Wo - n * Ho * Wo
+                        for j in range(p, seg_end):
+                            v = unitbuf[(j - p0) * KB + k]
+                            dst[j] = 0 if (relu and v < 0) else v
+                    p = seg_end
+            elif relu:  # fused ReLU: v < 0, not v > 0, so NaN stays NaN (as np.maximum)
                 for p in range(p0, p1):
                     for k in range(kw):
                         v = unitbuf[(p - p0) * KB + k]
@@ -486,16 +501,17 @@ def tile_shape(itemsize, Py_ssize_t channels):
 
 def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,
                        const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom,
-                       Py_ssize_t unit_tiles, bint relu, int n_threads):
+                       Py_ssize_t unit_tiles, bint relu, bint out_nchw, int n_threads):
     """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout);
-    zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept)."""
+    zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept); out_nchw: out is (N, K, Ho, Wo)."""
     cdef const floating[::1] bias_view
     cdef const floating* bias_ptr = NULL
     if bias is not None:
         bias_view = bias
         bias_ptr = &bias_view[0]
     with nogil:
-        conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu, n_threads)
+        conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu, out_nchw,
+                                  n_threads)
 
 
 def grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out_padded, const floating[:, :, :, ::1] x,
