@@ -142,6 +142,6 @@ def forward_unit_tiles(problem, tile_pixels, lanes, n_threads):
 
 
 # Work items per thread the tiled forward aims to offer (dynamic scheduling evens them out); and the largest
-# unit, in output pixels (64 tiles of 14, or 128 of 7).
+# unit, in output pixels (64 tiles of 14, or 149 of 6).
 ITEMS_PER_THREAD = 4
 MAX_UNIT_PIXELS = 896

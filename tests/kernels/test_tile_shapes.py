@@ -1,4 +1,4 @@
-"""The tiled direct kernels pick their register tile from a group's output channels: at AVX-512, 7 rows x 64 float32
+"""The tiled direct kernels pick their register tile from a group's output channels: at AVX-512, 6 rows x 64 float32
 lanes (32 float64) where that pads the channels no further than the narrow 14 x 32 (16) tile, otherwise the
 narrow one. Both shapes, in all three operations, against the reference: pixel counts that leave partial tiles,
 groups, padding (per-pixel zeros), strides and dilation, merged kernel rows, and the fused ReLU. At a lower
@@ -13,12 +13,13 @@ import reference
 
 # (N, H, W, C, K, (R, S), stride, padding, dilation, groups)
 CASES = [
-    (2, 9, 10, 5, 64, (3, 3), 1, "same", 1, 1),     # wide; 180 pixels = 25 tiles of 7 + 5; padded taps
+    (2, 9, 10, 5, 64, (3, 3), 1, "same", 1, 1),     # wide; 180 pixels = 30 tiles of 6; padded taps
     (1, 8, 11, 3, 64, (3, 3), 1, "valid", 1, 1),    # wide; whole kernel rows merged into one tap (few channels)
     (2, 9, 9, 6, 128, (3, 3), 2, "valid", 1, 2),    # wide per group (64 each), strided
     (1, 10, 10, 8, 64, (3, 3), 1, "same", 2, 1),    # wide, dilated
     (1, 7, 9, 7, 96, (3, 3), 1, "same", 1, 1),      # 96 channels: narrow (wide would pad them to 128)
     (1, 6, 7, 15, 72, (2, 2), 1, "valid", 1, 1),    # 72: narrow tail block
+    (1, 7, 5, 4, 64, (3, 3), 1, "same", 1, 1),      # wide; 35 pixels: a partial last tile
     (2, 5, 6, 4, 65, (3, 3), 1, 1, 1, 1),           # 65: narrow (3 x 32 lanes; wide would take 2 x 64)
     (1, 6, 6, 9, 32, (3, 3), 1, "same", 1, 1),      # 32 float32 channels: narrow; float64: wide
 ]
@@ -79,9 +80,9 @@ def test_every_tile_shape_matches_the_reference(case, dtype, data_format, rng):
 
 
 @pytest.mark.parametrize("itemsize, channels, avx512_shape", [
-    (4, 64, (7, 64)), (4, 128, (7, 64)), (4, 33, (7, 64)), (4, 192, (7, 64)),
+    (4, 64, (6, 64)), (4, 128, (6, 64)), (4, 33, (6, 64)), (4, 192, (6, 64)),
     (4, 32, (14, 32)), (4, 96, (14, 32)), (4, 65, (14, 32)), (4, 3, (14, 32)),
-    (8, 32, (7, 32)), (8, 64, (7, 32)), (8, 16, (14, 16)), (8, 48, (14, 16)),
+    (8, 32, (6, 32)), (8, 64, (6, 32)), (8, 16, (14, 16)), (8, 48, (14, 16)),
 ])
 def test_tile_shape_follows_the_channels(itemsize, channels, avx512_shape):
     shape = conv_direct.tile_shape(itemsize, channels)

@@ -59,11 +59,12 @@ enum { FC_ISA_BASELINE = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 #undef FC_WB
 #undef FC_NV
 
-/* AVX-512: 64-byte vectors, 32 registers. Two tile shapes, both 28 accumulators:
+/* AVX-512: 64-byte vectors, 32 registers. Two tile shapes:
  * - narrow, 14 pixels x 2 vectors (32 float lanes): for groups of 32 or fewer output channels;
- * - wide, 7 pixels x 4 vectors (64 float lanes): 11 loads per 28 FMAs instead of 16, and 7 row pointers instead
- *   of 14, which fit in the general registers (14 did not: GCC reloaded 4 from the stack every step). Alone in
- *   L1/L2 (microbenchmark, 9 taps, 64 channels): 7x4 ran 15-25% faster than 14x2. */
+ * - wide, 6 pixels x 4 vectors (64 float lanes): 10 loads per 24 FMAs instead of 16 per 28, and 6 row pointers
+ *   that fit in the general registers (GCC keeps 4 of the narrow tile's 14 on the stack). 24 accumulators + 4
+ *   weight vectors + the broadcast use 29 registers; 7 x 4 needed 33, and GCC spilled an accumulator every step.
+ *   Microbenchmark (9 taps, 64 channels, one core): 6x4 173-178 GFLOP/s, 7x4 158-170, 14x2 140-143. */
 #define FC_ATTR __attribute__((target("avx512f,fma")))
 #define FC_VBYTES 64
 #define FC_WB 14
@@ -80,7 +81,7 @@ enum { FC_ISA_BASELINE = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 #undef FC_NAME
 #undef FC_WB
 #undef FC_NV
-#define FC_WB 7
+#define FC_WB 6
 #define FC_NV 4
 #define FC_T float
 #define FC_NAME fc_tile_f32_avx512_wide
@@ -124,7 +125,7 @@ static int fc_tile_is_wide(int isa, int wide)
 static int fc_tile_pixels(int isa, int wide)
 {
     if (fc_tile_is_wide(isa, wide))
-        return 7;
+        return 6;
     return isa == FC_ISA_AVX512 ? 14 : 6;
 }
 
