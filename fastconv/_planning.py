@@ -135,7 +135,8 @@ def forward_unit_tiles(problem, tile_pixels, lanes, n_threads):
     is summed in the same order whatever unit it falls in), so it may follow the thread count."""
     total_tiles = -(-problem.batch * problem.out_h * problem.out_w // tile_pixels)
     k_blocks = problem.groups * -(-(problem.out_c // problem.groups) // lanes)
-    largest = max(1, min(MAX_UNIT_PIXELS // tile_pixels, total_tiles * k_blocks // (ITEMS_PER_THREAD * max(1, n_threads))))
+    per_thread = total_tiles * k_blocks // (ITEMS_PER_THREAD * max(1, n_threads))
+    largest = max(1, min(MAX_UNIT_PIXELS // tile_pixels, per_thread))
     # Units of equal size: 33 tiles as 17 + 16, not 16 + 16 + 1 (a near-empty unit unbalances the threads).
     n_units = -(-total_tiles // largest)
     return -(-total_tiles // n_units)

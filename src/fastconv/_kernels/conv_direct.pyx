@@ -27,7 +27,9 @@ cdef enum:
     PIXEL_BLOCK = 4
     # Input channels per grad-weight work item: keeps the owned (block, K) slice of the gradient in cache.
     GRAD_WEIGHT_CHANNEL_BLOCK = 16
-    # Bytes of packed weights one pass of the tiled forward kernel streams per row: sized to stay in cache.
+    # Bytes of packed weights one pass of the tiled forward kernel streams per row: sized to stay in cache. The
+    # wide tile (twice the lanes) takes twice the bytes, the same input channels per pass: blocks of 16 or 8
+    # channels, inside L1, measured no faster at 2 threads and slower at 1 (BENCHMARKS.md, session 7).
     WEIGHT_BLOCK_BYTES = 98304
 
 
