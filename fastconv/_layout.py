@@ -3,6 +3,8 @@
 Activations: NHWC (channels_last) <-> NCHW (channels_first). Conv weights: HWIO <-> OIHW.
 All results are C-contiguous copies.
 """
+import typing
+
 import numpy as np
 
 from fastconv._kernels import layout_transpose, weight_packing
@@ -90,18 +92,29 @@ def hwio_shape(shape, channels_last):
     return (r, s, cg, k)
 
 
-def pack_direct_weights(hwio, groups, lanes, *, flip_transpose=False):
-    """HWIO weights as the tiled direct kernel reads them: (groups, k_blocks, R, S, C/groups, lanes), each block
-    of `lanes` output channels contiguous per input channel, zero-padded past the group's last channel. With
-    flip_transpose, those of ``flipped_transposed_hwio(hwio, groups)`` (the stride-1 input gradient's kernel),
-    without forming it."""
-    r, s, cg, k = hwio.shape
+class PackedWeights(typing.NamedTuple):
+    """Weights in the tiled direct kernel's layout (pack_direct_weights), and whether all of them are finite."""
+    values: np.ndarray
+    finite: bool
+
+
+def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=False):
+    """Weights as the tiled direct kernel reads them: (groups, k_blocks, R, S, C/groups, lanes), each block of
+    `lanes` output channels contiguous per input channel, zero-padded past the group's last channel. `weight` is
+    HWIO, or OIHW with oihw=True (read as it is, no transposed copy). With flip_transpose, the packing of
+    ``flipped_transposed_hwio(hwio, groups)`` (the stride-1 input gradient's kernel), without forming it.
+    Returns PackedWeights: finite tells whether every weight is a number (no NaN, no infinity)."""
+    if oihw:
+        k, cg, r, s = weight.shape
+    else:
+        r, s, cg, k = weight.shape
     n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)
-    packed = np.empty(groups * -(-n_out // lanes) * r * s * n_in * lanes, dtype=hwio.dtype)
+    packed = np.empty(groups * -(-n_out // lanes) * r * s * n_in * lanes, dtype=weight.dtype)
+    finite = True
     if packed.size:
-        weight_packing.pack(np.ascontiguousarray(hwio), packed, groups, lanes, flip_transpose,
-                            threads_for_bytes(2 * packed.nbytes))
-    return packed
+        finite = weight_packing.pack(np.ascontiguousarray(weight), packed, groups, lanes, flip_transpose, oihw,
+                                     threads_for_bytes(2 * packed.nbytes))
+    return PackedWeights(packed, finite)
 
 
 def flipped_transposed_hwio(hwio, groups):

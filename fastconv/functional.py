@@ -54,8 +54,13 @@ def _check_im2col_request(problem, requested):
 
 
 def _finite(a):
-    """No NaN or infinity in `a`: one summing pass, no temporary. (A finite array whose sum overflows counts as
-    non-finite, which only sends it down the exact path.)"""
+    """No NaN or infinity in `a`, an array or PackedWeights (which know it already). One parallel pass over the
+    bits of a C-contiguous float array (the operands the algorithm choice checks), else one summing pass (a
+    finite array whose sum overflows then counts as non-finite, which only sends it down the exact path)."""
+    if isinstance(a, _layout.PackedWeights):
+        return a.finite
+    if a.flags.c_contiguous and a.dtype in (np.float32, np.float64):
+        return reductions.all_finite(a.reshape(-1), threads_for_bytes(a.nbytes))
     with np.errstate(all="ignore"):
         return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
@@ -84,19 +89,32 @@ def _conv_received(x_name, x_shape, w_name, w_shape, stride, padding, dilation):
             f"padding={padding!r}, dilation={dilation!r}")
 
 
-def _direct_forward_nhwc(problem, x, hwio, bias, out, n_threads, *, flip_transpose=False, relu=False,
-                         out_nchw=False):
-    """flip_transpose: `problem` is the stride-1 input-gradient convolution and `hwio` the forward kernel, whose
-    flipped, transposed form (_layout.flipped_transposed_hwio) this convolution applies. relu: out = max(out, 0)
-    (NaN kept). out_nchw: `out` is (N, K, Ho, Wo) (x stays NHWC). Returns whether the ReLU was applied."""
-    if _planning.use_register_tiles(problem):
-        pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize, problem.out_c // problem.groups)
-        packed = _layout.pack_direct_weights(hwio, problem.groups, lanes, flip_transpose=flip_transpose)
+def _pack_for_tiles(problem, weight, *, flip_transpose=False, oihw=False):
+    """The weights packed for the tiled direct forward of `problem` (_layout.pack_direct_weights), or None where
+    that kernel does not run it."""
+    if not _planning.use_register_tiles(problem):
+        return None
+    _, lanes = conv_direct.tile_shape(weight.dtype.itemsize, problem.out_c // problem.groups)
+    return _layout.pack_direct_weights(weight, problem.groups, lanes, flip_transpose=flip_transpose, oihw=oihw)
+
+
+def _direct_forward_nhwc(problem, x, weight, bias, out, n_threads, *, packed=None, flip_transpose=False,
+                         oihw=False, relu=False, out_nchw=False):
+    """The direct forward of `problem` on NHWC `x`. weight: HWIO, or OIHW with oihw; packed: its
+    _pack_for_tiles, when the caller has it. flip_transpose: `problem` is the stride-1 input-gradient convolution
+    and `weight` the forward kernel, whose flipped, transposed form (_layout.flipped_transposed_hwio) this
+    convolution applies. relu: out = max(out, 0) (NaN kept). out_nchw: `out` is (N, K, Ho, Wo) (x stays NHWC).
+    Returns whether the ReLU was applied."""
+    if packed is None:
+        packed = _pack_for_tiles(problem, weight, flip_transpose=flip_transpose, oihw=oihw)
+    if packed is not None:
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
+        pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize, problem.out_c // problem.groups)
         unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads)
-        conv_direct.forward_nhwc_tiled(x, packed, bias, zeros, out, problem.geometry, unit_tiles, relu, out_nchw,
-                                       n_threads)
+        conv_direct.forward_nhwc_tiled(x, packed.values, bias, zeros, out, problem.geometry, unit_tiles, relu,
+                                       out_nchw, n_threads)
         return relu
+    hwio = _layout.oihw_to_hwio(weight) if oihw else weight
     if flip_transpose:
         hwio = _layout.flipped_transposed_hwio(hwio, problem.groups)
     nhwc = np.empty((problem.batch, problem.out_h, problem.out_w, problem.out_c), x.dtype) if out_nchw else out
@@ -183,17 +201,17 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
     bc = None if b_arr is None else check.contiguous(b_arr, dtype)
     n_threads = threads_for_flops(problem.flops)
 
-    algorithm = _settle_algorithm(_planning.choose_forward(problem, requested), requested, problem,
-                                  _meets_padded_zeros(problem, wc))
+    chosen = _planning.choose_forward(problem, requested)
+    # Packing reads every weight, and learns their finiteness on the way (no separate pass).
+    packed = _pack_for_tiles(problem, wc, oihw=not channels_last) if chosen == "direct" else None
+    algorithm = _settle_algorithm(chosen, requested, problem, _meets_padded_zeros(problem, packed or wc))
     applied = False
     if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
         result = _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
     elif algorithm == "direct":
-        if channels_last:
-            applied = _direct_forward_nhwc(problem, xc, wc, bc, result, n_threads, relu=relu)
-        else:
-            applied = _direct_forward_nhwc(problem, _layout.nchw_to_nhwc(xc), _layout.oihw_to_hwio(wc), bc, result,
-                                           n_threads, relu=relu, out_nchw=True)
+        x_nhwc = xc if channels_last else _layout.nchw_to_nhwc(xc)
+        applied = _direct_forward_nhwc(problem, x_nhwc, wc, bc, result, n_threads, packed=packed,
+                                       oihw=not channels_last, relu=relu, out_nchw=not channels_last)
     else:
         rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
         pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)
@@ -261,21 +279,24 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     wc = check.contiguous(w_arr, dtype)
     n_threads = threads_for_flops(problem.flops)
 
-    algorithm = _settle_algorithm(_planning.choose_grad_input(problem, requested, n_threads), requested, problem,
-                                  [wc])
+    chosen = _planning.choose_grad_input(problem, requested, n_threads)
+    # With stride 1 the input gradient is itself a convolution: of grad_output with the spatially flipped kernel,
+    # input and output channels swapped, padded by (kernel extent - 1 - padding).
+    transposed = _planning.transposed_problem(problem) if problem.stride == (1, 1) else None
+    packed = None
+    if chosen == "direct" and transposed is not None:
+        packed = _pack_for_tiles(transposed, wc, flip_transpose=True, oihw=not channels_last)
+    algorithm = _settle_algorithm(chosen, requested, problem, [packed or wc])
     if algorithm == "depthwise":
         return _depthwise._grad_input(problem, goc, wc, n_threads)
     if algorithm == "direct":
-        hwio = wc if channels_last else _layout.oihw_to_hwio(wc)
         go_nhwc = goc if channels_last else _layout.nchw_to_nhwc(goc)
-        if problem.stride == (1, 1):
-            # With stride 1 the input gradient is itself a convolution: of grad_output with the spatially
-            # flipped kernel, input and output channels swapped, padded by (kernel extent - 1 - padding).
-            transposed = _planning.transposed_problem(problem)
+        if transposed is not None:
             result = np.empty(input_shape, dtype=dtype)
-            _direct_forward_nhwc(transposed, go_nhwc, hwio, None, result, n_threads, flip_transpose=True,
-                                 out_nchw=not channels_last)
+            _direct_forward_nhwc(transposed, go_nhwc, wc, None, result, n_threads, packed=packed,
+                                 flip_transpose=True, oihw=not channels_last, out_nchw=not channels_last)
             return result
+        hwio = wc if channels_last else _layout.oihw_to_hwio(wc)
         nhwc = np.empty((problem.batch, problem.in_h, problem.in_w, problem.in_c), dtype=dtype)
         weight_t = np.ascontiguousarray(hwio.transpose(0, 1, 3, 2))
         conv_direct.grad_input_nhwc(go_nhwc, weight_t, nhwc, problem.geometry, n_threads)

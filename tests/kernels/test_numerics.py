@@ -195,9 +195,10 @@ def test_explicit_direct_skips_padded_products():
 
 
 def test_finite_inputs_keep_their_algorithm():
-    """The non-finite check costs one summing pass and changes nothing for finite inputs (a finite float32
-    weight whose sum overflows only takes the exact im2col path)."""
-    from fastconv import _planning, functional
+    """The non-finite check changes nothing for finite inputs. It counts NaNs and infinities exactly in
+    contiguous float arrays (in parallel; the packed weights of the direct kernels carry the count of their own
+    pass), and elsewhere sums (a finite array whose sum overflows then only takes the exact im2col path)."""
+    from fastconv import _layout, _planning, functional
 
     from fastconv._problem import conv_problem
 
@@ -207,8 +208,19 @@ def test_finite_inputs_keep_their_algorithm():
     assert functional._settle_algorithm(chosen, "auto", problem, [np.ones(9)]) == chosen
     assert functional._settle_algorithm(chosen, "auto", problem, [np.array([1.0, NAN])]) == "im2col"
     assert functional._settle_algorithm(chosen, "direct", problem, [np.array([1.0, NAN])]) == chosen
-    assert not functional._finite(np.full(4, 3e38, np.float32))  # overflowing sum: treated as non-finite
-    assert functional._finite(np.full(4, 5e37, np.float32))
+    for dtype in (np.float32, np.float64):
+        huge = np.full(40000, np.finfo(dtype).max, dtype)
+        assert functional._finite(huge)  # counted, not summed
+        for bad in (NAN, INF, -INF):
+            for where in (0, 16383, 16384, 39999):  # block edges of the parallel count
+                hit = huge.copy()
+                hit[where] = bad
+                assert not functional._finite(hit), (dtype, bad, where)
+    assert not functional._finite(np.full(8, 3e38, np.float32)[::2])  # strided: summed, overflow counts
+    assert functional._finite(np.full(8, 5e37, np.float32)[::2])
+    packed = _layout.pack_direct_weights(np.ones((3, 3, 8, 8)), 1, 8)
+    assert functional._settle_algorithm(chosen, "auto", problem, [packed]) == chosen
+    assert functional._settle_algorithm(chosen, "auto", problem, [packed._replace(finite=False)]) == "im2col"
 
 
 # ---------------------------------------------------------------------------------------------- random non-finites

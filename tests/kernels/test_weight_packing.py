@@ -1,6 +1,7 @@
 """The packed weight layout of the tiled direct kernels, against an element-by-element reading of its definition:
 packed[g, b, r, s, i, l] is the weight from input channel i to output channel b * lanes + l of group g (zero past
-the group's last one); with flip_transpose, of the kernel flipped in space with each group's channels swapped."""
+the group's last one); with flip_transpose, of the kernel flipped in space with each group's channels swapped.
+OIHW weights pack as their HWIO transpose does, and packing counts the non-finite weights it reads."""
 import numpy as np
 import pytest
 
@@ -30,6 +31,7 @@ def reference_pack(hwio, groups, lanes, flip_transpose):
     return packed.ravel()
 
 
+@pytest.mark.parametrize("oihw", [False, True])
 @pytest.mark.parametrize("flip_transpose", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, groups, lanes", [
@@ -39,14 +41,34 @@ def reference_pack(hwio, groups, lanes, flip_transpose):
     ((2, 3, 6, 9), 3, 32),      # fewer channels than one block
     ((3, 3, 16, 32), 1, 16),    # whole blocks only
 ])
-def test_pack_matches_its_definition(shape, groups, lanes, dtype, flip_transpose, rng):
+def test_pack_matches_its_definition(shape, groups, lanes, dtype, flip_transpose, oihw, rng):
     hwio = rng.standard_normal(shape).astype(dtype)
-    got = _layout.pack_direct_weights(hwio, groups, lanes, flip_transpose=flip_transpose)
-    assert got.dtype == dtype and got.flags.c_contiguous
-    np.testing.assert_array_equal(got, reference_pack(hwio, groups, lanes, flip_transpose))
+    weight = np.ascontiguousarray(hwio.transpose(3, 2, 0, 1)) if oihw else hwio
+    got = _layout.pack_direct_weights(weight, groups, lanes, flip_transpose=flip_transpose, oihw=oihw)
+    assert got.values.dtype == dtype and got.values.flags.c_contiguous and got.finite
+    np.testing.assert_array_equal(got.values, reference_pack(hwio, groups, lanes, flip_transpose))
 
 
 def test_flip_transpose_packs_the_flipped_transposed_kernel(rng):
     hwio = rng.standard_normal((3, 2, 6, 8))
-    direct = _layout.pack_direct_weights(_layout.flipped_transposed_hwio(hwio, 2), 2, 8)
-    np.testing.assert_array_equal(_layout.pack_direct_weights(hwio, 2, 8, flip_transpose=True), direct)
+    direct = _layout.pack_direct_weights(_layout.flipped_transposed_hwio(hwio, 2), 2, 8).values
+    np.testing.assert_array_equal(_layout.pack_direct_weights(hwio, 2, 8, flip_transpose=True).values, direct)
+
+
+@pytest.mark.parametrize("oihw", [False, True])
+@pytest.mark.parametrize("flip_transpose", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packing_tells_whether_every_weight_is_finite(bad, dtype, flip_transpose, oihw, rng):
+    # Huge but finite values (whose sum would overflow): only NaN and infinities count.
+    hwio = (rng.uniform(-1, 1, (3, 3, 40, 24)) * np.finfo(dtype).max).astype(dtype)
+
+    def pack(hwio):
+        weight = np.ascontiguousarray(hwio.transpose(3, 2, 0, 1)) if oihw else hwio
+        return _layout.pack_direct_weights(weight, 2, 16, flip_transpose=flip_transpose, oihw=oihw)
+
+    assert pack(hwio).finite
+    for index in [(0, 0, 0, 0), (2, 1, 39, 23), (1, 2, 17, 5)]:
+        hit = hwio.copy()
+        hit[index] = bad
+        assert not pack(hit).finite, index

@@ -39,3 +39,30 @@ def column_sums(const floating[:, ::1] a, floating[::1] out, floating[:, ::1] pa
         for b in range(n_blocks):
             for k in range(channels):
                 out[k] += partial[b, k]
+
+
+cdef extern from "finite_check.h" nogil:
+    int fc_any_nonfinite_f32(const float *p, Py_ssize_t n)
+    int fc_any_nonfinite_f64(const double *p, Py_ssize_t n)
+
+cdef enum:
+    # Elements per block of all_finite: a few pages, so blocks share out among threads.
+    FINITE_BLOCK = 16384
+
+
+def all_finite(const floating[::1] a, int n_threads):
+    """Whether `a` holds no NaN and no infinity, checked in parallel (NumPy's reductions run on one thread)."""
+    cdef Py_ssize_t n = a.shape[0], n_blocks = (n + FINITE_BLOCK - 1) // FINITE_BLOCK
+    cdef Py_ssize_t b, length
+    cdef Py_ssize_t n_bad = 0
+
+    with nogil:
+        for b in prange(n_blocks, num_threads=n_threads, schedule="static"):
+            length = n - b * FINITE_BLOCK
+            if length > FINITE_BLOCK:
+                length = FINITE_BLOCK
+            if floating is float:
+                n_bad += fc_any_nonfinite_f32(&a[b * FINITE_BLOCK], length)
+            else:
+                n_bad += fc_any_nonfinite_f64(&a[b * FINITE_BLOCK], length)
+    return n_bad == 0
