@@ -204,7 +204,8 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
     chosen = _planning.choose_forward(problem, requested)
     # Packing reads every weight, and learns their finiteness on the way (no separate pass).
     packed = _pack_for_tiles(problem, wc, oihw=not channels_last) if chosen == "direct" else None
-    algorithm = _settle_algorithm(chosen, requested, problem, _meets_padded_zeros(problem, packed or wc))
+    checked = wc if packed is None else packed
+    algorithm = _settle_algorithm(chosen, requested, problem, _meets_padded_zeros(problem, checked))
     applied = False
     if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
         result = _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
@@ -286,7 +287,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     packed = None
     if chosen == "direct" and transposed is not None:
         packed = _pack_for_tiles(transposed, wc, flip_transpose=True, oihw=not channels_last)
-    algorithm = _settle_algorithm(chosen, requested, problem, [packed or wc])
+    algorithm = _settle_algorithm(chosen, requested, problem, [wc if packed is None else packed])
     if algorithm == "depthwise":
         return _depthwise._grad_input(problem, goc, wc, n_threads)
     if algorithm == "direct":
