@@ -70,12 +70,14 @@ def choose_grad_input(problem, requested, n_threads):
 @functools.lru_cache(maxsize=None)  # the instruction set is chosen once, at import
 def _direct_grad_weight_max_channels():
     """Input channels per group up to which the tiled direct weight gradient beats im2col's GEMMs. Measured with
-    2 threads: on AVX2 (an AMD EPYC) direct led up to 32 channels; with AVX-512's 16-lane tiles (an Intel Xeon)
-    it leads up to 128 (vgg_conv1_2 145 against 90 GFLOP/s, small_c3 138 against 103, small_c4 131 against 123)
-    and falls behind from 256 (vgg_conv3_2 136 against 152)."""
+    2 threads: on AVX2 (an AMD EPYC) direct led up to 32 channels. On AVX-512 (an Intel Xeon), with the wide
+    6 x 64 tile, it leads up to 256 (medians of 7 alternating rounds, GFLOP/s direct against im2col:
+    vgg_conv3_2 145-151 against 134-150, NCHW 114-132 against 108-111; 1x1 256 -> 256 on 28x28, 130 against
+    116; small_c4 151 against 120) and is level at 512 (vgg_conv4_2 119-130 against 124, vgg_conv5_2 119-123
+    against 113-132, in two runs that disagreed)."""
     from fastconv._kernels import cpu_dispatch
 
-    return 128 if cpu_dispatch.active_isa_name() == "avx512" else 32
+    return 256 if cpu_dispatch.active_isa_name() == "avx512" else 32
 
 
 def choose_grad_weight(problem, requested):
