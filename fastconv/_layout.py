@@ -71,6 +71,14 @@ def hwio_to_oihw(w):
     return _swap(krsc, k, r * s, c).reshape(k, c, r, s)
 
 
+def hwoi_to_oihw(w):
+    """(R, S, K, C) -> (K, C, R, S) (the layout channels_first im2col accumulates a weight gradient in): one swap."""
+    r, s, k, c = w.shape
+    if not _tiled(w):
+        return _numpy_copy(w, (2, 3, 0, 1), None)
+    return _swap(w, 1, r * s, k * c).reshape(k, c, r, s)
+
+
 def nhwc_shape(shape, channels_last):
     """(N, H, W, C) from a shape given in either layout."""
     if channels_last:

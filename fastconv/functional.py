@@ -385,7 +385,7 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
     result = np.empty((r, s, cg, k) if channels_last else (r, s, k, cg), dtype=dtype)
     with blas_single_threaded():
         _im2col().grad_weight(goc, xc, result, cols, problem.geometry, tile, cblock, channels_last, n_threads)
-    return result if channels_last else np.ascontiguousarray(result.transpose(2, 3, 0, 1))
+    return result if channels_last else _layout.hwoi_to_oihw(result)
 
 
 def conv2d_grad_bias(grad_output, *, data_format="channels_last"):

@@ -47,3 +47,7 @@ def test_weight_conversions_equal_numpy(oihw_shape, dtype, rng):
     back = _layout.hwio_to_oihw(hwio)
     assert back.flags.c_contiguous
     np.testing.assert_array_equal(back, oihw)
+    hwoi = np.ascontiguousarray(oihw.transpose(2, 3, 0, 1))
+    from_hwoi = _layout.hwoi_to_oihw(hwoi)
+    assert from_hwoi.flags.c_contiguous and from_hwoi.dtype == oihw.dtype
+    np.testing.assert_array_equal(from_hwoi, oihw)
