@@ -79,6 +79,15 @@ def hwoi_to_oihw(w):
     return _swap(w, 1, r * s, k * c).reshape(k, c, r, s)
 
 
+def zero_padded_nhwc(x, padding):
+    """NHWC x with ((top, bottom), (left, right)) rows and columns of zeros around each image."""
+    (top, bottom), (left, right) = padding
+    n, h, w, c = x.shape
+    out = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+    out[:, top:top + h, left:left + w] = x
+    return out
+
+
 def nhwc_shape(shape, channels_last):
     """(N, H, W, C) from a shape given in either layout."""
     if channels_last:

@@ -369,10 +369,16 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
         x_nhwc = xc if channels_last else _layout.nchw_to_nhwc(xc)
         if _planning.use_register_tiles(problem):
             hwio = np.zeros((r, s, cg, k), dtype=dtype)
-            _, lanes = conv_direct.tile_shape(dtype.itemsize, k // problem.groups)
-            chunk_rows = _planning.grad_weight_chunk_rows(problem, dtype.itemsize)
+            tile_rows, lanes = conv_direct.tile_shape(dtype.itemsize, k // problem.groups)
+            # Only for "auto": grad_output is then known finite where it meets the padding (above), so the
+            # zeros' products change nothing; "direct" by name keeps skipping them.
+            tiled = problem
+            if requested == "auto" and _planning.pads_input_for_grad_weight(problem, tile_rows, dtype.itemsize):
+                tiled = _planning.without_padding(problem)
+                x_nhwc = _layout.zero_padded_nhwc(x_nhwc, problem.padding)
+            chunk_rows = _planning.grad_weight_chunk_rows(tiled, dtype.itemsize)
             conv_direct.grad_weight_nhwc_tiled(_layout.pad_channel_blocks(go_nhwc, problem.groups, lanes), x_nhwc,
-                                               hwio, problem.geometry, chunk_rows, n_threads)
+                                               hwio, tiled.geometry, chunk_rows, n_threads)
         else:
             hwio = np.empty((r, s, cg, k), dtype=dtype)
             conv_direct.grad_weight_nhwc(go_nhwc, x_nhwc, hwio, problem.geometry, n_threads)

@@ -92,3 +92,51 @@ def test_tile_shape_follows_the_channels(itemsize, channels, avx512_shape):
     else:  # one shape per lower level: 6 rows x 2 vectors
         vector_bytes = 32 if level == "avx2" else 16
         assert shape == (6, 2 * vector_bytes // itemsize)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((1, 30, 30, 3), (7, 7), 2, 3),          # a ResNet stem
+    ((2, 11, 9, 4), (3, 3), 1, "same"),
+    ((1, 12, 10, 2), (3, 2), (2, 1), ((2, 0), (1, 1))),  # asymmetric padding, rectangular kernel
+])
+def test_weight_gradient_on_a_padded_copy_of_a_few_channel_input(shape, kernel, stride, padding, data_format, rng):
+    """With padding and fewer channels than a tile has rows, "auto" runs the tiled weight gradient on an input
+    zero-padded beforehand (no idle tile rows): the same gradient as the reference and as "direct" by name,
+    which reads the padding as skipped taps."""
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    k = 64
+    x = rng.standard_normal(shape)
+    w_shape = kernel + (shape[3], k)
+    opts = dict(stride=stride, padding=padding)
+    problem = conv_problem(shape, w_shape, dilation=1, groups=1, channels_last=True, **opts)
+    tile_rows = conv_direct.tile_shape(8, k)[0]
+    assert _planning.pads_input_for_grad_weight(problem, tile_rows, 8) == (shape[3] < tile_rows)
+    gy = rng.standard_normal(problem.output_shape)
+    expected = reference.conv2d_grad_weight(gy, x, w_shape, **opts)
+    cl = data_format == "channels_last"
+    got = {alg: from_layout(fastconv.conv2d_grad_weight(to_layout(gy, cl), to_layout(x, cl),
+                                                        to_layout(np.empty(w_shape), cl, True).shape,
+                                                        data_format=data_format, algorithm=alg, **opts), cl, True)
+           for alg in ("auto", "direct")}
+    bound = np.abs(gy).max() * np.abs(x).max() * np.prod(problem.output_shape[:3])
+    for alg, g in got.items():
+        check_close(g, expected, bound, np.float64)
+    np.testing.assert_allclose(got["auto"], got["direct"], rtol=1e-12, atol=1e-12)
+
+
+def test_padded_copy_for_the_weight_gradient_stays_small():
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    def pads(shape, padding, itemsize=4, channels_last=True):
+        problem = conv_problem(shape, (3, 3, shape[3], 64), stride=1, padding=padding, dilation=1, groups=1,
+                               channels_last=channels_last)
+        return _planning.pads_input_for_grad_weight(problem, 6, itemsize)
+
+    assert pads((8, 64, 64, 3), 1)
+    assert not pads((8, 64, 64, 3), 0)      # nothing to pad
+    assert not pads((8, 64, 64, 6), 1)      # the tile's rows are full anyway
+    assert not pads((256, 224, 224, 3), 1)  # a 157 MB copy: over the workspace cap
