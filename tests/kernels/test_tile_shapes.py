@@ -140,3 +140,27 @@ def test_padded_copy_for_the_weight_gradient_stays_small():
     assert not pads((8, 64, 64, 3), 0)      # nothing to pad
     assert not pads((8, 64, 64, 6), 1)      # the tile's rows are full anyway
     assert not pads((256, 224, 224, 3), 1)  # a 157 MB copy: over the workspace cap
+
+
+def test_few_channel_channels_first_forward_runs_direct_where_vectors_are_wide(rng):
+    """channels_first with 3 channels: "auto" takes the direct kernel (NHWC inside, NCHW written by its tiles)
+    at AVX2 and AVX-512 and im2col at the 16-byte baseline, where the transposes cost more than they save; with
+    more channels, direct at every level. Both give the reference's result."""
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    rgb = conv_problem((2, 3, 20, 20), (16, 3, 7, 7), stride=2, padding=3, dilation=1, groups=1,
+                       channels_last=False)
+    wider = conv_problem((2, 8, 20, 20), (16, 8, 3, 3), stride=1, padding=1, dilation=1, groups=1,
+                         channels_last=False)
+    baseline = cpu_dispatch.active_isa_name() == "baseline"
+    assert _planning.choose_forward(rgb, "auto") == ("im2col" if baseline else "direct")
+    assert _planning.choose_forward(wider, "auto") == "direct"
+    assert _planning.choose_forward(rgb, "im2col") == "im2col"
+    x = rng.standard_normal((2, 3, 20, 20))
+    w = rng.standard_normal((16, 3, 7, 7))
+    expected = to_layout(reference.conv2d(from_layout(x, False), from_layout(w, False, True), stride=2, padding=3),
+                         False)
+    for alg in ("auto", "direct", "im2col"):
+        got = fastconv.conv2d(x, w, stride=2, padding=3, data_format="channels_first", algorithm=alg)
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)

@@ -31,6 +31,9 @@ cdef enum:
     # wide tile (twice the lanes) takes twice the bytes, the same input channels per pass: blocks of 16 or 8
     # channels, inside L1, measured no faster at 2 threads and slower at 1 (BENCHMARKS.md, session 7).
     WEIGHT_BLOCK_BYTES = 98304
+    # Output pixels per block of the tiled forward's NCHW write-out: 32 x 64 lanes of 4 bytes = 8 KiB of the
+    # unit's buffer, read once per channel from L1, and 128 bytes written per channel row.
+    NCHW_BLOCK = 32
 
 
 cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
@@ -130,7 +133,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef const floating* packed = &packed_weight[0]
     cdef floating* out_flat = &out[0, 0, 0, 0]
     cdef Py_ssize_t item, unit, g, kb, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
-    cdef Py_ssize_t iw, taps, tile_count, seg_end
+    cdef Py_ssize_t iw, taps, tile_count, seg_end, jb, je
     cdef floating v
     cdef floating* dst
     cdef bint reachable
@@ -275,18 +278,24 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                              unitbuf + tile * WB * KB if tile >= out_tiles else out_flat + (p0 + tile * WB) * K,
                              KB, isa, wide)
             if out_nchw:
-                # NCHW: each output channel's pixels of one image are consecutive; one image at a time.
+                # NCHW: each output channel's pixels of one image are consecutive; one image at a time, in
+                # blocks of NCHW_BLOCK pixels whose unitbuf rows stay in L1 while every channel reads them (a
+                # channel's walk over the whole unit missed L1 once per pixel: 70% of small_c1's time).
                 p = p0
                 while p < p1:
                     n = p // (Ho * Wo)
                     seg_end = (n + 1) * Ho * Wo
                     if seg_end > p1:
                         seg_end = p1
-                    for k in range(kw):
-                        dst = out_flat + (n * K + k0 + k) * Ho * Wo - n * Ho * Wo
-                        for j in range(p, seg_end):
-                            v = unitbuf[(j - p0) * KB + k]
-                            dst[j] = 0 if (relu and v < 0) else v
+                    jb = p
+                    while jb < seg_end:
+                        je = jb + NCHW_BLOCK if jb + NCHW_BLOCK < seg_end else seg_end
+                        for k in range(kw):
+                            dst = out_flat + (n * K + k0 + k) * Ho * Wo - n * Ho * Wo
+                            for j in range(jb, je):
+                                v = unitbuf[(j - p0) * KB + k]
+                                dst[j] = 0 if (relu and v < 0) else v
+                        jb = je
                     p = seg_end
             else:
                 if relu:  # fused ReLU: v < 0, not v > 0, so NaN stays NaN (as np.maximum)
