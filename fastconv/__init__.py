@@ -11,6 +11,7 @@ The Keras-style layer and model API sits on top (``fastconv.Sequential``, ``fast
 """
 from fastconv._config import show_config
 from fastconv._include import get_include
+from fastconv._memory import block_cache_info, set_block_cache_limit
 from fastconv._threads import get_num_threads, set_num_threads
 from fastconv._version import __version__
 from fastconv.functional import (
@@ -56,6 +57,8 @@ __all__ = [
     "get_num_threads",
     "show_config",
     "get_include",
+    "set_block_cache_limit",
+    "block_cache_info",
     "Model",
     "Sequential",
     "load_model",

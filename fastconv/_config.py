@@ -6,7 +6,7 @@ from fastconv._version import __version__
 
 def config():
     """The facts show_config prints, as a dict."""
-    from fastconv import _threads
+    from fastconv import _memory, _threads
     from fastconv._kernels import cpu_dispatch, openmp_helpers
 
     blas = [
@@ -22,6 +22,7 @@ def config():
         "isa": cpu_dispatch.active_isa_name(),
         "best_isa": cpu_dispatch.best_isa_name(),
         "blas": blas,
+        "block_cache": _memory.block_cache_info(),
     }
 
 
@@ -34,7 +35,7 @@ def show_config():
     >>> info = fastconv.show_config()  # doctest: +ELLIPSIS
     fastconv ...
     >>> sorted(info)
-    ['best_isa', 'blas', 'isa', 'machine', 'num_threads', 'openmp', 'python', 'version']
+    ['best_isa', 'blas', 'block_cache', 'isa', 'machine', 'num_threads', 'openmp', 'python', 'version']
     """
     info = config()
     openmp = "enabled" if info["openmp"] else "DISABLED (built without OpenMP: kernels run serially)"
@@ -44,6 +45,9 @@ def show_config():
         f"  threads:     {info['num_threads']}",
         f"  SIMD:        {info['isa']} (best on this CPU: {info['best_isa']}; FASTCONV_ISA forces a lower one)",
     ]
+    cache = info["block_cache"]
+    lines.append(f"  block cache: {cache['held_bytes'] / 2**20:.0f} of at most {cache['limit_bytes'] / 2**20:.0f} MiB "
+                 f"held in freed blocks (set_block_cache_limit, FASTCONV_BLOCK_CACHE_MB)")
     for lib in info["blas"]:
         lines.append(f"  BLAS:        {lib['api']} {lib['version']} ({lib['library']})")
     print("\n".join(lines))

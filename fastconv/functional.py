@@ -9,6 +9,7 @@ import numpy as np
 from fastconv import _layout, _planning
 from fastconv import _validation as check
 from fastconv._kernels import conv_direct, pooling, reductions
+from fastconv._memory import reusing_blocks
 from fastconv._problem import conv_problem, pool_problem
 from fastconv._threads import blas_single_threaded, threads_for_bytes, threads_for_flops
 
@@ -171,6 +172,7 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
                        data_format=data_format, algorithm=algorithm, out=out, relu=False)
 
 
+@reusing_blocks
 def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, groups=1,
                 data_format="channels_last", algorithm="auto", out=None, relu=True):
     """``conv2d`` followed by a plain ReLU (``max(y, 0)``, NaN kept), applied by the tiled kernel as it writes
@@ -233,6 +235,7 @@ def _grad_output_array(grad_output, problem, what):
     return go
 
 
+@reusing_blocks
 def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="valid", dilation=1, groups=1,
                       data_format="channels_last", algorithm="auto"):
     """Gradient of ``conv2d`` with respect to its input.
@@ -312,6 +315,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     return result
 
 
+@reusing_blocks
 def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid", dilation=1, groups=1,
                        data_format="channels_last", algorithm="auto"):
     """Gradient of ``conv2d`` with respect to its weight.
@@ -394,6 +398,7 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
     return result if channels_last else _layout.hwoi_to_oihw(result)
 
 
+@reusing_blocks
 def conv2d_grad_bias(grad_output, *, data_format="channels_last"):
     """Gradient of ``conv2d`` with respect to its bias: ``grad_output`` summed over batch and space.
 
@@ -419,6 +424,7 @@ def conv2d_grad_bias(grad_output, *, data_format="channels_last"):
     return out
 
 
+@reusing_blocks
 def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False, data_format="channels_last",
                return_indices=False):
     """2-D max-pooling.
@@ -468,6 +474,7 @@ def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
     return (out, indices) if return_indices else out
 
 
+@reusing_blocks
 def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=None, padding="valid",
                     ceil_mode=False, data_format="channels_last", out=None):
     """Gradient of ``max_pool2d``: each ``grad_output`` cell added onto its window's winning input cell.

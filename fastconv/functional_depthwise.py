@@ -22,6 +22,7 @@ import numpy as np
 
 from fastconv import _validation as check
 from fastconv._kernels import conv_depthwise
+from fastconv._memory import reusing_blocks
 from fastconv._problem import conv_problem
 from fastconv._threads import threads_for_flops
 
@@ -305,6 +306,7 @@ def _grad_output_array(grad_output, problem, what):
 
 # ---------------------------------------------------------------- public API
 
+@reusing_blocks
 def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, data_format="channels_last",
                      out=None):
     """Depthwise 2-D convolution (cross-correlation) with a channel multiplier.
@@ -375,6 +377,7 @@ def depthwise_conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilatio
                     None if b_arr is None else check.contiguous(b_arr, dtype), out, threads_for_flops(problem.flops))
 
 
+@reusing_blocks
 def depthwise_conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="valid", dilation=1,
                                 data_format="channels_last"):
     """Gradient of ``depthwise_conv2d`` with respect to its input.
@@ -425,6 +428,7 @@ def depthwise_conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, p
     return _grad_input(problem, check.contiguous(go, dtype), check.contiguous(w_arr, dtype), threads_for_flops(problem.flops))
 
 
+@reusing_blocks
 def depthwise_conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid", dilation=1,
                                  data_format="channels_last"):
     """Gradient of ``depthwise_conv2d`` with respect to its weight.

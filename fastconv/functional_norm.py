@@ -35,6 +35,7 @@ import numbers
 import numpy as np
 
 from fastconv import _validation as check
+from fastconv._memory import reusing_blocks
 
 __all__ = ["batch_norm_moments", "batch_norm_forward", "batch_norm_backward", "update_moving_statistics"]
 
@@ -144,6 +145,7 @@ def _inv_std(variance, epsilon, dtype):
 
 
 # --- public API ----------------------------------------------------------------------------------------------------
+@reusing_blocks
 def batch_norm_moments(x, axis=-1):
     """Per-channel mean and (biased) variance of a batch, as BatchNormalization uses them in training.
 
@@ -201,6 +203,7 @@ def batch_norm_moments(x, axis=-1):
     return mean, np.maximum(variance, 0.0).astype(x.dtype)
 
 
+@reusing_blocks
 def batch_norm_forward(x, mean, variance, gamma=None, beta=None, *, axis=-1, epsilon=1e-3):
     """Normalise ``x`` with the given statistics: ``(x - mean) / sqrt(variance + epsilon) * gamma + beta``.
 
@@ -264,6 +267,7 @@ def batch_norm_forward(x, mean, variance, gamma=None, beta=None, *, axis=-1, eps
     return out.reshape(x.shape)
 
 
+@reusing_blocks
 def batch_norm_backward(grad_output, x, mean, variance, gamma=None, *, axis=-1, epsilon=1e-3, batch_statistics=True,
                         need_input_grad=True, need_param_grads=True):
     """Gradients of :func:`batch_norm_forward` with respect to ``x``, ``gamma`` and ``beta``.

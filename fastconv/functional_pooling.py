@@ -9,6 +9,7 @@ import numpy as np
 from fastconv import _layout
 from fastconv import _validation as check
 from fastconv._kernels import avg_pooling, pooling
+from fastconv._memory import reusing_blocks
 from fastconv._problem import pool_problem
 from fastconv._threads import threads_for_bytes
 
@@ -23,6 +24,7 @@ def _far_padding(problem):
     return problem.padding[0][1], problem.padding[1][1]
 
 
+@reusing_blocks
 def avg_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False, count_include_pad=False,
                data_format="channels_last"):
     """2-D average pooling, PyTorch's ``avg_pool2d`` (and Keras's ``AveragePooling2D``).
@@ -82,6 +84,7 @@ def avg_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
     return out
 
 
+@reusing_blocks
 def avg_pool2d_grad(grad_output, input_shape, *, pool_size=2, stride=None, padding="valid", ceil_mode=False,
                     count_include_pad=False, data_format="channels_last"):
     """Gradient of ``avg_pool2d`` with respect to its input.
@@ -163,6 +166,7 @@ def _pooled_grad_output(grad_output, n, c, input_shape):
     return go
 
 
+@reusing_blocks
 def global_avg_pool2d(x, *, data_format="channels_last"):
     """Mean over the (H, W) plane of each image and channel (Keras's ``GlobalAveragePooling2D``).
 
@@ -202,6 +206,7 @@ def global_avg_pool2d(x, *, data_format="channels_last"):
     return out
 
 
+@reusing_blocks
 def global_avg_pool2d_grad(grad_output, input_shape, *, data_format="channels_last"):
     """Gradient of ``global_avg_pool2d``: each ``grad_output[n, c]`` spread evenly over its (H, W) plane.
 
@@ -237,6 +242,7 @@ def global_avg_pool2d_grad(grad_output, input_shape, *, data_format="channels_la
     return result
 
 
+@reusing_blocks
 def global_max_pool2d(x, *, data_format="channels_last", return_indices=False):
     """Maximum over the (H, W) plane of each image and channel (Keras's ``GlobalMaxPooling2D``).
 
@@ -275,6 +281,7 @@ def global_max_pool2d(x, *, data_format="channels_last", return_indices=False):
     return (out, indices) if return_indices else out
 
 
+@reusing_blocks
 def global_max_pool2d_grad(grad_output, indices, input_shape, *, data_format="channels_last"):
     """Gradient of ``global_max_pool2d``: each ``grad_output[n, c]`` goes to its plane's winning cell.
 

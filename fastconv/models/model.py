@@ -22,6 +22,7 @@ from fastconv import losses as losses_module
 from fastconv import metrics as metrics_module
 from fastconv import optimizers as optimizers_module
 from fastconv import utils
+from fastconv._memory import reusing_blocks
 from fastconv.layers import symbolic
 from fastconv.layers.base import ActivationMixin, InputLayer, Layer, format_shape, recording_state, training_step
 from fastconv.layers.regularization import Dropout
@@ -301,6 +302,7 @@ class Model(Layer):
                 raise ValueError(f"{label} must have shape {format_shape(expected)} to fit the input of model "
                                  f"{self.name!r}; received {label} with shape {shape}")
 
+    @reusing_blocks
     def _forward(self, xs, training, states=None):
         return self._graph.forward(xs, training, states)
 
@@ -625,6 +627,9 @@ class Model(Layer):
             grads.append(grad)
         return total, per_output, grads
 
+    # Every array of a step (activations, gradients, temporaries) from the block cache: no page faults for the
+    # large ones after the first step (fastconv._memory).
+    @reusing_blocks
     def _train_batch(self, xs, ys):
         xs = self._prepare_x(xs)
         states = {}
@@ -640,6 +645,7 @@ class Model(Layer):
                 self._graph.release()
         return total, per_output, outs
 
+    @reusing_blocks
     def _test_batch(self, xs, ys):
         xs = self._prepare_x(xs)
         outs = self._forward(xs, training=False)
