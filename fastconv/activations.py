@@ -23,7 +23,21 @@ array([[0.5, 0.5]])
 """
 import numpy as np
 
+from fastconv._kernels import elementwise
+from fastconv._threads import threads_for_bytes
+
 __all__ = ["Activation", "get", "serialize", "linear", "relu", "sigmoid", "softmax", "tanh", "elu", "leaky_relu"]
+
+
+def relu_grad(grad_y, x):
+    """ReLU's backward pass, ``grad_y * (x > 0)`` exactly as NumPy computes it (NaN and infinite gradients where
+    ``x <= 0`` give NaN), on all threads for contiguous float arrays of one dtype and shape."""
+    if (grad_y.dtype == x.dtype and grad_y.dtype in (np.float32, np.float64) and grad_y.shape == x.shape
+            and grad_y.flags.c_contiguous and x.flags.c_contiguous):
+        out = np.empty_like(grad_y)
+        elementwise.relu_grad(grad_y.reshape(-1), x.reshape(-1), out.reshape(-1), threads_for_bytes(3 * x.nbytes))
+        return out
+    return grad_y * (x > 0)
 
 
 class Activation:
@@ -83,7 +97,7 @@ class _ReLU(Activation):
 
     def backward(self, grad_y, x, y):
         if self._plain:
-            return grad_y * (x > 0)        # a multiply by a mask is ~10x faster than np.where here
+            return relu_grad(grad_y, x)
         t = grad_y.dtype.type
         slope = np.where(x > self.threshold, t(1), t(self.negative_slope))
         if self.max_value is not None:

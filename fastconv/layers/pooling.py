@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 import fastconv.functional as F
+from fastconv import activations
 from fastconv.layers import _arguments as args
 from fastconv.layers.base import Layer, format_shape
 
@@ -109,7 +110,7 @@ class MaxPooling2D(_Pooling2D):
         """
         input_shape, indices, out = self._cached()
         grad_output = np.ascontiguousarray(grad_output, dtype=self.dtype)
-        masked = np.multiply(grad_output, out > 0, dtype=self.dtype)
+        masked = activations.relu_grad(grad_output, out)
         grad = F.max_pool2d_grad(masked, indices, input_shape, pool_size=self.pool_size,
                                  out=self._recycled("grad", input_shape, self.dtype), **self._options())
         return self._keep_for_reuse("grad", grad)

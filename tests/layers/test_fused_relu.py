@@ -63,3 +63,27 @@ def test_a_training_call_outside_a_step_keeps_the_true_logits(rng):
     conv = L.Conv2D(4, 3, activation="relu")
     out = conv(rng.standard_normal((2, 6, 6, 3)).astype(np.float32), training=True)
     assert (conv.logits < 0).any() and (out >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "mixed dtypes"])
+def test_relu_gradient_equals_numpys_mask_multiply(dtype, layout, rng):
+    """activations.relu_grad (the parallel kernel for contiguous arrays, NumPy otherwise) gives grad * (x > 0)
+    bit for bit: NaN or infinite gradients where x <= 0 give NaN, a NaN x counts as not positive."""
+    from fastconv import activations
+
+    grad = rng.standard_normal((3, 40, 41, 5)).astype(dtype)
+    x = rng.standard_normal(grad.shape).astype(dtype)
+    grad.flat[::7] = np.nan
+    grad.flat[::11] = np.inf
+    x.flat[::13] = np.nan
+    x.flat[::5] = 0
+    if layout == "strided":
+        grad, x = grad[:, ::2], x[:, ::2]
+    if layout == "mixed dtypes":
+        x = x.astype(np.float32 if dtype == np.float64 else np.float64)
+    with np.errstate(invalid="ignore"):
+        expected = grad * (x > 0)
+    got = activations.relu_grad(grad, x)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
