@@ -53,3 +53,53 @@ def test_non_finite_operands_give_the_definitions_result(padding, rng):
     np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
     finite = np.isfinite(expected)
     np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, k, opts", [
+    ((3, 10, 12, 3), (3, 3), 32, {}),                          # 2 gradient tiles: segments over the rows
+    ((2, 9, 11, 1), (3, 3), 16, dict(stride=2)),               # one tile
+    ((2, 8, 8, 4), (3, 3), 64, dict(padding="same")),          # per-tap tiles, padding reached
+    ((2, 9, 9, 6), (3, 3), 16, dict(groups=2, dilation=2)),
+])
+def test_weight_gradient_in_row_segments(shape, kernel, k, opts, dtype, rng):
+    """A small gradient over many chunks of output rows is summed in 16 segments of rows, in parallel, into
+    partial gradients added in order. With one-row chunks every case here takes that path: the reference's
+    result, and bit for bit the same on 1 and 2 threads (the segments follow the shape only)."""
+    from fastconv import _layout
+    from fastconv._kernels import conv_direct
+    from fastconv._problem import conv_problem
+
+    groups = opts.get("groups", 1)
+    weight_shape = kernel + (shape[3] // groups, k)
+    problem = conv_problem(shape, weight_shape, stride=opts.get("stride", 1), padding=opts.get("padding", "valid"),
+                           dilation=opts.get("dilation", 1), groups=groups, channels_last=True)
+    x = rng.standard_normal(shape).astype(dtype)
+    gy = rng.standard_normal(problem.output_shape).astype(dtype)
+    lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, k // groups)[1]
+    padded = _layout.pad_channel_blocks(gy, groups, lanes)
+    results = []
+    for threads in (1, 2):
+        got = np.zeros(weight_shape, dtype)
+        conv_direct.grad_weight_nhwc_tiled(padded, x, got, problem.geometry, 1, threads)
+        results.append(got)
+    expected = reference.conv2d_grad_weight(gy, x, weight_shape, **opts)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(results[0], expected, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_weight_gradient_in_row_segments_through_the_api(rng, threads):
+    """The same path at the sizes that take it by themselves (a 64x64 RGB batch: 2 gradient tiles, 17 chunks)."""
+    x = rng.standard_normal((8, 64, 64, 3)).astype(np.float32)
+    gy = rng.standard_normal((8, 62, 62, 32)).astype(np.float32)
+    expected = reference.conv2d_grad_weight(gy.astype(np.float64), x.astype(np.float64), (3, 3, 3, 32))
+    got = []
+    for n in (1, 2):
+        fastconv.set_num_threads(n)
+        got.append(fastconv.conv2d_grad_weight(gy, x, (3, 3, 3, 32)))
+    # float32 sums of 30752 products: bounded by a multiple of eps times the sum of their magnitudes
+    magnitude = reference.conv2d_grad_weight(np.abs(gy).astype(np.float64), np.abs(x).astype(np.float64),
+                                             (3, 3, 3, 32))
+    assert np.all(np.abs(got[0] - expected) <= 1e-5 * magnitude)
+    np.testing.assert_array_equal(got[0], got[1])

@@ -34,6 +34,18 @@ cdef enum:
     # Output pixels per block of the tiled forward's NCHW write-out: 32 x 64 lanes of 4 bytes = 8 KiB of the
     # unit's buffer, read once per channel from L1, and 128 bytes written per channel row.
     NCHW_BLOCK = 32
+    # The tiled weight gradient of a gradient of at most SEGMENT_GRAD_BYTES, over at least SEGMENT_MIN_CHUNKS
+    # chunks of output rows, sums SEGMENTS segments of those rows in parallel, each into a partial gradient of
+    # its own (at most 4 MiB of partials together).
+    # It pays where the chunk loop leaves threads idle (fewer than SEGMENT_FEW_ITEMS gradient tiles) or where
+    # every thread would stream an output gradient of SEGMENT_STREAM_BYTES or more (measured, 2 threads:
+    # small_c1 +30%, 28x28x1 -> 32 +45%, small_c2 +15%; level on MNIST's 2 MB second conv, 2-7% slower at 1
+    # thread there, so not used for such shapes).
+    SEGMENTS = 16
+    SEGMENT_GRAD_BYTES = 262144
+    SEGMENT_MIN_CHUNKS = 4
+    SEGMENT_FEW_ITEMS = 16
+    SEGMENT_STREAM_BYTES = 16777216
 
 
 cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
@@ -319,6 +331,90 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         free(bias_row)
 
 
+cdef inline void grad_weight_tile(const floating[:, :, :, ::1] grad_out, const floating* x0, floating* grad_flat,
+                                  ConvGeometry geom, Py_ssize_t row0, Py_ssize_t row1, Py_ssize_t item,
+                                  bint across_taps, Py_ssize_t n_rtiles, Py_ssize_t n_ctiles,
+                                  const floating** aptrs, const floating** bptrs, Py_ssize_t* row_offsets,
+                                  floating* scratch, int isa, int wide) noexcept nogil:
+    # One work item (group, tile of gradient rows, block of output channels) over output rows [row0, row1):
+    # adds their contribution to its tile of grad_flat, (R * S * Cg, K) row-major.
+    cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
+    cdef Py_ssize_t WB = fc_tile_pixels(isa, wide), KB = fc_tile_lanes(isa, sizeof(floating), wide)
+    cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
+    cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
+    cdef Py_ssize_t K_padded = grad_out.shape[3]
+    cdef Py_ssize_t n_grad_rows = R * S * Cg
+    cdef Py_ssize_t rest, g, r, s, rt, kb, q0, nq, q, k0, kw, j, k, row, n, ho, ih, x_offset
+    cdef Py_ssize_t offset_w, wo_lo, wo_hi, n_taps, c_src
+    cdef bint full
+    cdef floating* dst
+    kb = item % n_kblocks
+    rest = item // n_kblocks
+    rt = rest % n_rtiles
+    g = rest // n_rtiles
+    k0 = g * Kg + kb * KB
+    kw = Kg - kb * KB
+    if kw > KB:
+        kw = KB
+    # This tile's gradient rows are q0 .. q0 + nq - 1 of HWIO flattened to (R * S * Cg, K).
+    if across_taps:
+        q0 = rt * WB
+        nq = n_grad_rows - q0
+        r = 0
+        wo_lo = 0
+        wo_hi = Wo
+    else:
+        s = (rt // n_ctiles) % S
+        r = rt // (n_ctiles * S)
+        q0 = (r * S + s) * Cg + (rt % n_ctiles) * WB
+        nq = Cg - (rt % n_ctiles) * WB
+        offset_w = s * geom.dilation_w - geom.pad_left
+        wo_lo = first_valid(offset_w, geom.stride_w)
+        wo_hi = end_valid(offset_w, geom.stride_w, geom.in_w, Wo)
+    if nq > WB:
+        nq = WB
+    if wo_hi <= wo_lo:
+        return
+    for j in range(WB):
+        # Rows past the tile's last real one repeat its first; their results are discarded.
+        q = q0 + j if j < nq else q0
+        c_src = q % Cg
+        row_offsets[j] = ((q // (Cg * S)) * geom.dilation_h * geom.in_w
+                          + ((q // Cg) % S) * geom.dilation_w) * C + c_src
+        if not across_taps:
+            row_offsets[j] = row_offsets[j] - r * geom.dilation_h * geom.in_w * C
+    n_taps = 0
+    for row in range(row0, row1):
+        n = row // Ho
+        ho = row - n * Ho
+        ih = ho * geom.stride_h - geom.pad_top + r * geom.dilation_h
+        if ih < 0 or ih >= geom.in_h:
+            continue
+        # Input pixel of output (n, ho, wo_lo) at tap (r, 0) of this group (tap r's row in the per-tap tiles,
+        # r = 0 across taps); each row's offset adds its own tap and channel.
+        x_offset = ((n * geom.in_h + ih) * geom.in_w + wo_lo * geom.stride_w - geom.pad_left) * C + g * Cg
+        for j in range(WB):
+            aptrs[n_taps * WB + j] = x0 + (x_offset + row_offsets[j])
+        bptrs[n_taps] = &grad_out[n, ho, wo_lo, (g * n_kblocks + kb) * KB]
+        n_taps = n_taps + 1
+    if n_taps == 0:
+        return
+    full = nq == WB and kw == KB
+    if full:
+        dst = grad_flat + q0 * K + k0
+    else:
+        for j in range(WB):
+            for k in range(KB):
+                scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
+        dst = scratch
+    run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst, K if full else KB, isa,
+             wide)
+    if not full:
+        for j in range(nq):
+            for k in range(kw):
+                grad_flat[(q0 + j) * K + k0 + k] = scratch[j * KB + k]
+
+
 cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                                         const floating[:, :, :, ::1] x,
                                         floating[:, :, :, ::1] grad_weight,
@@ -330,13 +426,19 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     # of every output pixel lies inside the input (no padding reached) and a group has fewer channels than that,
     # tiles take WB consecutive rows of HWIO across taps instead (3 channels: 4 tiles for a 3x3 kernel, not 9).
     # grad_out's channel axis is padded to whole blocks of lanes per group (groups * k_blocks * lanes).
+    #
+    # A small gradient (at most SEGMENT_GRAD_BYTES) over many rows may instead be summed in SEGMENTS segments of
+    # consecutive output rows, in parallel (each in pieces of chunk_rows), each into its own zeroed partial
+    # gradient; the partials are then added in segment order. Each thread then streams only its segments'
+    # output gradient, once: with few gradient tiles per chunk (3 input channels: 2) every thread read the
+    # whole output gradient, and that stream bounded the call; with one tile, one thread did all the work.
+    # The choice and the segments depend on the shape only, so results do not depend on the thread count.
     cdef int isa = active_isa()
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
     cdef int wide = fc_tile_wide_for(isa, sizeof(floating), Kg)
     cdef Py_ssize_t WB = fc_tile_pixels(isa, wide), KB = fc_tile_lanes(isa, sizeof(floating), wide)
     cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
-    cdef Py_ssize_t K_padded = grad_out.shape[3]
     cdef Py_ssize_t n_ctiles = (Cg + WB - 1) // WB
     cdef Py_ssize_t n_grad_rows = R * S * Cg
     cdef bint all_taps_inside = (geom.pad_top == 0 and geom.pad_left == 0
@@ -347,98 +449,61 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t n_items = geom.groups * n_rtiles * n_kblocks
     cdef Py_ssize_t n_rows = geom.batch * Ho
     cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
+    cdef Py_ssize_t grad_size = n_grad_rows * K
     cdef floating* grad_flat = &grad_weight[0, 0, 0, 0]
     cdef const floating* x0 = &x[0, 0, 0, 0]
-    cdef Py_ssize_t chunk, item, rest, g, r, s, rt, kb, q0, nq, q, k0, kw, j, k, row, row0, row1, n, ho, ih
-    cdef Py_ssize_t x_offset
-    cdef Py_ssize_t offset_w, wo_lo, wo_hi, n_taps, c_src
-    cdef bint full
+    cdef Py_ssize_t chunk, item, row0, row1, seg, e, seg_row0, seg_row1, seg_end, seg_item
+    cdef floating total
+    cdef floating* partials = NULL
+    cdef floating* partial
     cdef const floating** aptrs
     cdef const floating** bptrs
     cdef Py_ssize_t* row_offsets
     cdef floating* scratch
-    cdef floating* dst
+
+    cdef Py_ssize_t grad_out_bytes = n_rows * Wo * grad_out.shape[3] * sizeof(floating)
+    if (n_chunks >= SEGMENT_MIN_CHUNKS and grad_size * sizeof(floating) <= SEGMENT_GRAD_BYTES
+            and (n_items < SEGMENT_FEW_ITEMS or grad_out_bytes >= SEGMENT_STREAM_BYTES)):
+        partials = <floating*> malloc(SEGMENTS * grad_size * sizeof(floating))  # (if NULL: the chunk loop)
 
     with parallel(num_threads=n_threads):
         aptrs = <const floating**> malloc(chunk_rows * WB * sizeof(floating*))
         bptrs = <const floating**> malloc(chunk_rows * sizeof(floating*))
         row_offsets = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         scratch = <floating*> malloc(WB * KB * sizeof(floating))
-        for chunk in range(n_chunks):
-            row0 = chunk * chunk_rows
-            row1 = row0 + chunk_rows
-            if row1 > n_rows:
-                row1 = n_rows
-            for item in prange(n_items, schedule="static"):
-                kb = item % n_kblocks
-                rest = item // n_kblocks
-                rt = rest % n_rtiles
-                g = rest // n_rtiles
-                k0 = g * Kg + kb * KB
-                kw = Kg - kb * KB
-                if kw > KB:
-                    kw = KB
-                # This tile's gradient rows are q0 .. q0 + nq - 1 of HWIO flattened to (R * S * Cg, K).
-                if across_taps:
-                    q0 = rt * WB
-                    nq = n_grad_rows - q0
-                    r = 0
-                    wo_lo = 0
-                    wo_hi = Wo
-                else:
-                    s = (rt // n_ctiles) % S
-                    r = rt // (n_ctiles * S)
-                    q0 = (r * S + s) * Cg + (rt % n_ctiles) * WB
-                    nq = Cg - (rt % n_ctiles) * WB
-                    offset_w = s * geom.dilation_w - geom.pad_left
-                    wo_lo = first_valid(offset_w, geom.stride_w)
-                    wo_hi = end_valid(offset_w, geom.stride_w, geom.in_w, Wo)
-                if nq > WB:
-                    nq = WB
-                if wo_hi <= wo_lo:
-                    continue
-                for j in range(WB):
-                    # Rows past the tile's last real one repeat its first; their results are discarded.
-                    q = q0 + j if j < nq else q0
-                    c_src = q % Cg
-                    row_offsets[j] = ((q // (Cg * S)) * geom.dilation_h * geom.in_w
-                                      + ((q // Cg) % S) * geom.dilation_w) * C + c_src
-                    if not across_taps:
-                        row_offsets[j] = row_offsets[j] - r * geom.dilation_h * geom.in_w * C
-                n_taps = 0
-                for row in range(row0, row1):
-                    n = row // Ho
-                    ho = row - n * Ho
-                    ih = ho * geom.stride_h - geom.pad_top + r * geom.dilation_h
-                    if ih < 0 or ih >= geom.in_h:
-                        continue
-                    # Input pixel of output (n, ho, wo_lo) at tap (r, 0) of this group (tap r's row in the
-                    # per-tap tiles, r = 0 across taps); each row's offset adds its own tap and channel.
-                    x_offset = ((n * geom.in_h + ih) * geom.in_w + wo_lo * geom.stride_w - geom.pad_left) * C + g * Cg
-                    for j in range(WB):
-                        aptrs[n_taps * WB + j] = x0 + (x_offset + row_offsets[j])
-                    bptrs[n_taps] = &grad_out[n, ho, wo_lo, (g * n_kblocks + kb) * KB]
-                    n_taps = n_taps + 1
-                if n_taps == 0:
-                    continue
-                full = nq == WB and kw == KB
-                if full:
-                    dst = grad_flat + q0 * K + k0
-                else:
-                    for j in range(WB):
-                        for k in range(KB):
-                            scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
-                    dst = scratch
-                run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst,
-                         K if full else KB, isa, wide)
-                if not full:
-                    for j in range(nq):
-                        for k in range(kw):
-                            grad_flat[(q0 + j) * K + k0 + k] = scratch[j * KB + k]
+        if partials != NULL:
+            for seg in prange(SEGMENTS, schedule="dynamic"):
+                partial = partials + seg * grad_size
+                memset(partial, 0, grad_size * sizeof(floating))
+                seg_end = (seg + 1) * n_rows // SEGMENTS
+                seg_row0 = seg * n_rows // SEGMENTS
+                while seg_row0 < seg_end:
+                    seg_row1 = seg_row0 + chunk_rows
+                    if seg_row1 > seg_end:
+                        seg_row1 = seg_end
+                    for seg_item in range(n_items):
+                        grad_weight_tile(grad_out, x0, partial, geom, seg_row0, seg_row1, seg_item, across_taps,
+                                         n_rtiles, n_ctiles, aptrs, bptrs, row_offsets, scratch, isa, wide)
+                    seg_row0 = seg_row1
+            for e in prange(grad_size, schedule="static"):
+                total = 0
+                for seg in range(SEGMENTS):
+                    total = total + partials[seg * grad_size + e]
+                grad_flat[e] = grad_flat[e] + total
+        else:
+            for chunk in range(n_chunks):
+                row0 = chunk * chunk_rows
+                row1 = row0 + chunk_rows
+                if row1 > n_rows:
+                    row1 = n_rows
+                for item in prange(n_items, schedule="static"):
+                    grad_weight_tile(grad_out, x0, grad_flat, geom, row0, row1, item, across_taps, n_rtiles,
+                                     n_ctiles, aptrs, bptrs, row_offsets, scratch, isa, wide)
         free(aptrs)
         free(bptrs)
         free(row_offsets)
         free(scratch)
+    free(partials)
 
 
 cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
