@@ -103,3 +103,28 @@ def test_weight_gradient_in_row_segments_through_the_api(rng, threads):
                                              (3, 3, 3, 32))
     assert np.all(np.abs(got[0] - expected) <= 1e-5 * magnitude)
     np.testing.assert_array_equal(got[0], got[1])
+
+
+def test_weight_gradient_chunks_follow_the_l2_cache(tmp_path):
+    """Chunks take a quarter of a core's L2 as sysfs reports it, between 256 KiB and 1 MiB, 256 KiB when sysfs
+    says nothing."""
+    from fastconv import _planning
+
+    def cache_dir(*entries):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for i, (level, kind, size) in enumerate(entries):
+            d = root / f"index{i}"
+            d.mkdir(parents=True)
+            (d / "level").write_text(f"{level}\n")
+            (d / "type").write_text(f"{kind}\n")
+            (d / "size").write_text(f"{size}\n")
+        return str(root)
+
+    xeon = cache_dir((1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "2048K"), (3, "Unified", "260M"))
+    assert _planning._l2_cache_bytes(xeon) == 2 << 20
+    assert _planning._grad_weight_chunk_bytes(2 << 20) == 512 << 10
+    assert _planning._grad_weight_chunk_bytes(512 << 10) == 256 << 10
+    assert _planning._grad_weight_chunk_bytes(32 << 20) == 1 << 20
+    assert _planning._l2_cache_bytes(str(tmp_path / "missing")) is None
+    assert _planning._grad_weight_chunk_bytes(None) == 256 << 10
+    assert _planning._l2_cache_bytes(cache_dir((2, "Unified", "lots"))) is None
