@@ -88,11 +88,12 @@ def _direct_grad_weight_max_channels():
     2 threads: on AVX2 (an AMD EPYC) direct led up to 32 channels. On AVX-512 (an Intel Xeon), with the wide
     6 x 64 tile, it leads up to 256 (medians of 7 alternating rounds, GFLOP/s direct against im2col:
     vgg_conv3_2 145-151 against 134-150, NCHW 114-132 against 108-111; 1x1 256 -> 256 on 28x28, 130 against
-    116; small_c4 151 against 120) and is level at 512 (vgg_conv4_2 119-130 against 124, vgg_conv5_2 119-123
-    against 113-132, in two runs that disagreed)."""
+    116; small_c4 151 against 120). At 512 it was level until the chunks grew to a quarter of the L2 (session
+    9): then vgg_conv4_2 took 22.4-26.8 ms direct against 24.6-25.9 im2col (NCHW 24.3-34.1 against 27.3-35.2)
+    and vgg_conv5_2 6.5-8.8 against 6.6-8.6 (NCHW 10.1-11.3 against 10.3-12.0), three runs each."""
     from fastconv._kernels import cpu_dispatch
 
-    return 256 if cpu_dispatch.active_isa_name() == "avx512" else 32
+    return 512 if cpu_dispatch.active_isa_name() == "avx512" else 32
 
 
 def choose_grad_weight(problem, requested):

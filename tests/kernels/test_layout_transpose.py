@@ -51,3 +51,17 @@ def test_weight_conversions_equal_numpy(oihw_shape, dtype, rng):
     from_hwoi = _layout.hwoi_to_oihw(hwoi)
     assert from_hwoi.flags.c_contiguous and from_hwoi.dtype == oihw.dtype
     np.testing.assert_array_equal(from_hwoi, oihw)
+
+
+@pytest.mark.parametrize("unit", [np.uint16, np.uint32, np.uint64])
+@pytest.mark.parametrize("shape", [(9, 70, 33), (49, 3, 64), (1, 5, 40), (40, 1, 1), (33, 65, 31), (0, 4, 3)])
+def test_swap_outer_equals_numpy(shape, unit, rng):
+    """The one-pass (A, B, C) -> (C, B, A) kernel behind the weight conversions, at sizes that leave partial
+    tiles on both axes, on every element size it moves."""
+    from fastconv._kernels import layout_transpose
+
+    src = rng.integers(0, np.iinfo(unit).max, size=shape, dtype=unit)
+    dst = np.zeros(shape[::-1], dtype=unit)
+    for threads in (1, 2):
+        layout_transpose.swap_outer(src, dst, threads)
+        np.testing.assert_array_equal(dst, src.transpose(2, 1, 0))

@@ -39,3 +39,31 @@ def transpose_batched(const element[:, :, ::1] src, element[:, :, ::1] dst, int 
             for j in range(j0, j1):
                 for i in range(i0, i1):
                     d[j * M + i] = s[i * N + j]
+
+
+def swap_outer(const element[:, :, ::1] src, element[:, :, ::1] dst, int n_threads):
+    """dst[k, j, i] = src[i, j, k] for src (A, B, C) and dst (C, B, A), both C-contiguous and not overlapping:
+    HWIO (R*S, C, K) <-> OIHW (K, C, R*S) in one pass. Two batched transposes through (K, R*S, C) wrote rows of
+    R*S = 9 elements in their second pass (a VGG conv5 kernel: 3.7 ms, a quarter of copy speed). Here each work
+    item moves one TILE x TILE block of (i, k) for one j, and consecutive items step along j, the axis that is
+    adjacent in both arrays, so every thread reads and writes runs of whole cache lines."""
+    cdef Py_ssize_t A = src.shape[0], B = src.shape[1], C = src.shape[2]
+    cdef Py_ssize_t a_tiles = (A + TILE - 1) // TILE, c_tiles = (C + TILE - 1) // TILE
+    cdef Py_ssize_t item, j, tile, i0, k0, i1, k1, i, k
+    cdef const element* s
+    cdef element* d
+    if A == 0 or B == 0 or C == 0:
+        return
+    with nogil:
+        for item in prange(a_tiles * c_tiles * B, num_threads=n_threads, schedule="static"):
+            j = item % B
+            tile = item // B
+            i0 = tile // c_tiles * TILE
+            k0 = tile % c_tiles * TILE
+            i1 = i0 + TILE if i0 + TILE < A else A
+            k1 = k0 + TILE if k0 + TILE < C else C
+            s = &src[0, j, 0]
+            d = &dst[0, j, 0]
+            for k in range(k0, k1):
+                for i in range(i0, i1):
+                    d[k * B * A + i] = s[i * B * C + k]
