@@ -9,6 +9,11 @@ one group for every input channel, zero-padded past the group's last output chan
 from cython.parallel cimport prange
 from cython cimport floating
 
+cdef enum:
+    # Input rows per work item of the OIHW packing: enough items to share among threads, and a run of each
+    # tap slice long enough to be written in whole cache lines.
+    PACK_ROWS = 32
+
 cdef extern from "finite_check.h" nogil:
     int fc_any_nonfinite_f32(const float *p, Py_ssize_t n)
     int fc_any_nonfinite_f64(const double *p, Py_ssize_t n)
@@ -42,6 +47,9 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
     cdef const floating* src
     cdef const floating* base = &weight[0, 0, 0, 0]
 
+    if oihw:
+        return _pack_oihw(base, packed, groups, lanes, R, S, n_in, n_out, Kg, step_i, step_l, flip_transpose,
+                          n_threads)
     with nogil:
         for item in prange(groups * n_blocks * R * S, num_threads=n_threads, schedule="static"):
             s = item % S
@@ -75,4 +83,52 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
                 n_bad += fc_any_nonfinite_f32(dst, n_in * lanes)
             else:
                 n_bad += fc_any_nonfinite_f64(dst, n_in * lanes)
+    return n_bad == 0
+
+
+cdef bint _pack_oihw(const floating* base, floating[::1] packed, Py_ssize_t groups, Py_ssize_t lanes,
+                     Py_ssize_t R, Py_ssize_t S, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t Kg,
+                     Py_ssize_t step_i, Py_ssize_t step_l, bint flip_transpose, int n_threads) noexcept:
+    # OIHW keeps the R*S taps of each (output, input) channel pair together, while a packed block holds one tap
+    # per R*S-th of its rows: one item per (group, block, run of input rows) reads each pair's taps as one short
+    # run and writes them to the block's R*S tap slices. Working tap by tap instead read each source cache line
+    # R*S times over (VGG conv5's 9 MiB kernel: 4.7 ms, 3.5x the HWIO packing).
+    cdef Py_ssize_t RS = R * S
+    cdef Py_ssize_t n_blocks = (n_out + lanes - 1) // lanes
+    cdef Py_ssize_t n_runs = (n_in + PACK_ROWS - 1) // PACK_ROWS
+    cdef Py_ssize_t item, g, b, run, i0, i1, i, l, t, width
+    cdef Py_ssize_t n_bad = 0
+    cdef floating* block
+    cdef const floating* src
+    cdef const floating* pair
+    with nogil:
+        for item in prange(groups * n_blocks * n_runs, num_threads=n_threads, schedule="static"):
+            run = item % n_runs
+            b = (item // n_runs) % n_blocks
+            g = item // (n_runs * n_blocks)
+            block = &packed[0] + (g * n_blocks + b) * RS * n_in * lanes
+            i0 = run * PACK_ROWS
+            i1 = i0 + PACK_ROWS if i0 + PACK_ROWS < n_in else n_in
+            width = n_out - b * lanes
+            if width > lanes:
+                width = lanes
+            # Lane l of input row i, tap t = r*S + s: the pair's taps start at src + i*step_i + l*step_l (flipped:
+            # the input gradient's tap t is the forward kernel's RS-1-t).
+            if flip_transpose:
+                src = base + b * lanes * step_l + g * Kg * step_i
+            else:
+                src = base + (g * Kg + b * lanes) * step_l
+            for i in range(i0, i1):
+                for l in range(width):
+                    pair = src + i * step_i + l * step_l
+                    for t in range(RS):
+                        block[(t * n_in + i) * lanes + l] = pair[RS - 1 - t] if flip_transpose else pair[t]
+                for t in range(RS):
+                    for l in range(width, lanes):
+                        block[(t * n_in + i) * lanes + l] = 0
+            for t in range(RS):
+                if floating is float:
+                    n_bad += fc_any_nonfinite_f32(block + (t * n_in + i0) * lanes, (i1 - i0) * lanes)
+                else:
+                    n_bad += fc_any_nonfinite_f64(block + (t * n_in + i0) * lanes, (i1 - i0) * lanes)
     return n_bad == 0
