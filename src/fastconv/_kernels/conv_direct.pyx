@@ -22,6 +22,14 @@ cdef extern from "direct_tile.h" nogil:
     int fc_tile_lanes(int isa, int itemsize, int wide)
     int fc_tile_wide_for(int isa, int itemsize, Py_ssize_t channels)
 
+cdef extern from "nchw_store.h" nogil:
+    ctypedef void (*fc_nchw_store_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                       int) noexcept nogil
+    ctypedef void (*fc_nchw_store_f64)(const double *, Py_ssize_t, double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                       int) noexcept nogil
+    fc_nchw_store_f32 fc_nchw_store_for_f32(int isa)
+    fc_nchw_store_f64 fc_nchw_store_for_f64(int isa)
+
 cdef enum:
     # Output pixels along a row processed together, so each weight vector loaded is reused this many times.
     PIXEL_BLOCK = 4
@@ -102,6 +110,14 @@ cdef inline void run_tile(Py_ssize_t n_taps, const floating** a, Py_ssize_t a_of
         fc_tile_for_f32(isa, wide)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
     else:
         fc_tile_for_f64(isa, wide)(n_taps, a, a_off, a_step, b, b_step, count, out, ldo)
+
+
+cdef inline void store_nchw(const floating* buf, Py_ssize_t ldb, floating* dst, Py_ssize_t ldd, Py_ssize_t n_px,
+                            Py_ssize_t n_k, bint relu, int isa) noexcept nogil:
+    if floating is float:
+        fc_nchw_store_for_f32(isa)(buf, ldb, dst, ldd, n_px, n_k, relu)
+    else:
+        fc_nchw_store_for_f64(isa)(buf, ldb, dst, ldd, n_px, n_k, relu)
 
 
 cdef inline void fill_rows(floating* dst, Py_ssize_t n_rows, const floating* row, Py_ssize_t width) noexcept nogil:
@@ -302,11 +318,9 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                     jb = p
                     while jb < seg_end:
                         je = jb + NCHW_BLOCK if jb + NCHW_BLOCK < seg_end else seg_end
-                        for k in range(kw):
-                            dst = out_flat + (n * K + k0 + k) * Ho * Wo - n * Ho * Wo
-                            for j in range(jb, je):
-                                v = unitbuf[(j - p0) * KB + k]
-                                dst[j] = 0 if (relu and v < 0) else v
+                        store_nchw(unitbuf + (jb - p0) * KB, KB,
+                                   out_flat + (n * K + k0) * Ho * Wo - n * Ho * Wo + jb, Ho * Wo, je - jb, kw,
+                                   relu, isa)
                         jb = je
                     p = seg_end
             else:
