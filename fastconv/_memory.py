@@ -12,10 +12,10 @@ FASTCONV_BLOCK_CACHE_MB sets the cap at import; set_block_cache_limit(0) turns t
 freed at once).
 """
 import functools
-import operator
 import os
 import warnings
 
+from fastconv import _validation as check
 from fastconv._kernels import block_cache
 
 
@@ -37,12 +37,9 @@ def _limit_from_environment():
 def set_block_cache_limit(max_bytes):
     """Cap the memory fastconv keeps in freed blocks for reuse (default 512 MiB; 0 keeps none). Blocks held
     above the new cap are freed now."""
-    try:
-        limit = operator.index(max_bytes)
-    except TypeError:
-        raise TypeError(f"max_bytes must be an int number of bytes; received {max_bytes!r}") from None
+    limit = check._int(max_bytes, "max_bytes")
     if limit < 0:
-        raise ValueError(f"max_bytes must be at least 0; received {max_bytes!r}")
+        raise ValueError(f"max_bytes must be at least 0; received max_bytes={max_bytes!r}")
     block_cache.set_limit(limit)
 
 
