@@ -162,7 +162,7 @@ def without_padding(problem):
 def _l2_cache_bytes(sysfs="/sys/devices/system/cpu/cpu0/cache"):
     """The data (or unified) L2 cache of a core, from Linux's sysfs; None where it cannot be read."""
     try:
-        for entry in sorted(os.listdir(sysfs)):
+        for entry in sorted(e for e in os.listdir(sysfs) if e.startswith("index")):  # (beside uevent, power)
             base = os.path.join(sysfs, entry)
             with open(os.path.join(base, "level")) as f:
                 level = f.read().strip()

@@ -121,6 +121,7 @@ def test_weight_gradient_chunks_follow_the_l2_cache(tmp_path):
         return str(root)
 
     xeon = cache_dir((1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "2048K"), (3, "Unified", "260M"))
+    (tmp_path / "0" / "a_uevent").write_text("")  # sysfs keeps other files beside the index directories
     assert _planning._l2_cache_bytes(xeon) == 2 << 20
     assert _planning._grad_weight_chunk_bytes(2 << 20) == 512 << 10
     assert _planning._grad_weight_chunk_bytes(512 << 10) == 256 << 10

@@ -102,13 +102,39 @@ static void *fc_cache_take(size_t size)
     return data;
 }
 
+/* Under the lock: takes the oldest kept block out of the cache and returns its base (NULL when none is kept). */
+static void *fc_cache_evict_oldest(void)
+{
+    void *base;
+    int i, oldest = -1;
+    for (i = 0; i < FC_CACHE_SLOTS; i++)
+        if (fc_cache.slots[i].base != NULL && (oldest < 0 || fc_cache.slots[i].age < fc_cache.slots[oldest].age))
+            oldest = i;
+    if (oldest < 0)
+        return NULL;
+    base = fc_cache.slots[oldest].base;
+    fc_cache.held -= fc_cache.slots[oldest].size;
+    fc_cache.slots[oldest].base = NULL;
+    return base;
+}
+
+/* Under the lock: an empty slot, or -1. */
+static int fc_cache_free_slot(void)
+{
+    int i;
+    for (i = 0; i < FC_CACHE_SLOTS; i++)
+        if (fc_cache.slots[i].base == NULL)
+            return i;
+    return -1;
+}
+
 /* Keeps the block when it is large and fits under the limit, after giving back the oldest blocks that stand in
  * its way; otherwise frees it. The blocks given back are freed outside the lock. */
 static void fc_cache_give(void *data)
 {
     void *evicted[FC_CACHE_SLOTS];
     size_t size = fc_block_size(data);
-    int n_evicted = 0, i, oldest, free_slot;
+    int n_evicted = 0, i, slot;
     if (size < FC_CACHE_MIN_BYTES) {
         free(fc_block_base(data));
         return;
@@ -119,26 +145,12 @@ static void fc_cache_give(void *data)
         free(fc_block_base(data));
         return;
     }
-    for (;;) {
-        free_slot = -1;
-        oldest = -1;
-        for (i = 0; i < FC_CACHE_SLOTS; i++) {
-            if (fc_cache.slots[i].base == NULL) {
-                if (free_slot < 0)
-                    free_slot = i;
-            } else if (oldest < 0 || fc_cache.slots[i].age < fc_cache.slots[oldest].age) {
-                oldest = i;
-            }
-        }
-        if (free_slot >= 0 && fc_cache.held + size <= fc_cache.limit)
-            break;
-        evicted[n_evicted++] = fc_cache.slots[oldest].base;  /* (oldest exists: held > 0 or no free slot) */
-        fc_cache.held -= fc_cache.slots[oldest].size;
-        fc_cache.slots[oldest].base = NULL;
-    }
-    fc_cache.slots[free_slot].base = fc_block_base(data);
-    fc_cache.slots[free_slot].size = size;
-    fc_cache.slots[free_slot].age = fc_cache.clock++;
+    /* (size <= limit: while the block does not fit, some block is kept, so one can be given back) */
+    while ((slot = fc_cache_free_slot()) < 0 || fc_cache.held + size > fc_cache.limit)
+        evicted[n_evicted++] = fc_cache_evict_oldest();
+    fc_cache.slots[slot].base = fc_block_base(data);
+    fc_cache.slots[slot].size = size;
+    fc_cache.slots[slot].age = fc_cache.clock++;
     fc_cache.held += size;
     PyThread_release_lock(fc_cache.lock);
     for (i = 0; i < n_evicted; i++)
@@ -152,15 +164,8 @@ static void fc_cache_set_limit(size_t limit)
     int n_evicted = 0, i;
     PyThread_acquire_lock(fc_cache.lock, WAIT_LOCK);
     fc_cache.limit = limit;
-    while (fc_cache.held > limit) {
-        int oldest = -1;
-        for (i = 0; i < FC_CACHE_SLOTS; i++)
-            if (fc_cache.slots[i].base != NULL && (oldest < 0 || fc_cache.slots[i].age < fc_cache.slots[oldest].age))
-                oldest = i;
-        evicted[n_evicted++] = fc_cache.slots[oldest].base;
-        fc_cache.held -= fc_cache.slots[oldest].size;
-        fc_cache.slots[oldest].base = NULL;
-    }
+    while (fc_cache.held > limit)
+        evicted[n_evicted++] = fc_cache_evict_oldest();
     PyThread_release_lock(fc_cache.lock);
     for (i = 0; i < n_evicted; i++)
         free(evicted[i]);
