@@ -163,7 +163,6 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t item, unit, g, kb, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
     cdef Py_ssize_t iw, taps, tile_count, seg_end, jb, je
     cdef floating v
-    cdef floating* dst
     cdef bint reachable
     cdef bint* merged
     cdef const floating* wblock
@@ -308,7 +307,8 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
             if out_nchw:
                 # NCHW: each output channel's pixels of one image are consecutive; one image at a time, in
                 # blocks of NCHW_BLOCK pixels whose unitbuf rows stay in L1 while every channel reads them (a
-                # channel's walk over the whole unit missed L1 once per pixel: 70% of small_c1's time).
+                # channel's walk over the whole unit missed L1 at every pixel: small_c1's call took 31 ms with
+                # it, 19 without, 16 with an NHWC output).
                 p = p0
                 while p < p1:
                     n = p // (Ho * Wo)
