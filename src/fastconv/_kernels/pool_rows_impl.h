@@ -6,6 +6,48 @@
  * row-major window order wins; padded cells never win; a window's index starts at its first real cell. The loops
  * are branch-free selects over channels so that they vectorise. */
 
+#if PR_NARROW
+typedef int32_t PR_CAT(PR_NAME, flat_t);
+#else
+typedef int64_t PR_CAT(PR_NAME, flat_t);
+#endif
+
+/* One window of exactly `n_taps` cells, given as pointers to their channel vectors in row-major order (and, when
+ * best_at is not NULL, their flat positions). The best value and position stay in registers across the taps: the
+ * running-best loop below keeps them in `out`, and on 2x2 pooling that store-to-load chain, not memory, set the
+ * pace. Inlined with a constant n_taps, so the tap loop unrolls and the channel loop vectorises. */
+PR_ATTR static inline __attribute__((always_inline)) void PR_CAT(PR_NAME, max_taps)(
+    const PR_T *const *taps, const PR_CAT(PR_NAME, flat_t) *flat, int n_taps, PR_T *restrict best,
+    int64_t *restrict best_at, pr_index C)
+{
+    pr_index c;
+    int t;
+
+    if (!best_at) {
+        for (c = 0; c < C; c++) {
+            PR_T b = taps[0][c];
+            for (t = 1; t < n_taps; t++) {
+                PR_T v = taps[t][c];
+                b = ((v > b) | (v != v)) ? v : b;
+            }
+            best[c] = b;
+        }
+        return;
+    }
+    for (c = 0; c < C; c++) {
+        PR_T b = taps[0][c];
+        PR_CAT(PR_NAME, flat_t) w = flat[0];
+        for (t = 1; t < n_taps; t++) {
+            PR_T v = taps[t][c];
+            int take = (v > b) | (v != v);
+            b = take ? v : b;
+            w = take ? flat[t] : w;
+        }
+        best[c] = b;
+        best_at[c] = w;
+    }
+}
+
 /* Forward, one output row `ho` of one image: out (and indices, when not NULL) of shape (out_w, channels).
  * `where`: scratch of `channels` int32, used when PR_NARROW and the plane has at most INT32_MAX cells. */
 PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *restrict out,
@@ -26,6 +68,25 @@ PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *r
         PR_T *restrict best = out + wo * C;
         int64_t *restrict best_at = indices ? indices + wo * C : NULL;
 
+        const int n_taps = (int)((ih1 - ih0) * (iw1 - iw0));
+        if ((n_taps == 4 || n_taps == 6 || n_taps == 9) && (narrow || !PR_NARROW || !indices)) {
+            const PR_T *taps[9];
+            PR_CAT(PR_NAME, flat_t) flat[9];
+            int t = 0;
+            for (ih = ih0; ih < ih1; ih++)
+                for (iw = iw0; iw < iw1; iw++, t++) {
+                    taps[t] = image + (ih * W + iw) * C;
+                    flat[t] = (PR_CAT(PR_NAME, flat_t))(ih * W + iw);
+                }
+            /* one call per constant, so that each inlined copy is specialised */
+            if (n_taps == 4)
+                PR_CAT(PR_NAME, max_taps)(taps, flat, 4, best, best_at, C);
+            else if (n_taps == 6)
+                PR_CAT(PR_NAME, max_taps)(taps, flat, 6, best, best_at, C);
+            else
+                PR_CAT(PR_NAME, max_taps)(taps, flat, 9, best, best_at, C);
+            continue;
+        }
         for (c = 0; c < C; c++)
             best[c] = -INFINITY;
         if (!indices) {
