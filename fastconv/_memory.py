@@ -3,7 +3,7 @@
 glibc maps every allocation above its mmap threshold (at most 32 MiB) as fresh pages, and the first write to
 each page faults: 16-20 ms for a 90 MB convolution output on this project's test machine, as long as the
 convolution. fastconv's functions therefore allocate under a NumPy memory handler that keeps freed blocks of
-4 MiB and more (up to a cap, 512 MiB by default) and hands them out again for requests of the same size, as
+128 KiB and more (up to a cap, 512 MiB by default) and hands them out again for requests of the same size, as
 onnxruntime's arena and PyTorch's GPU caching allocator do. The arrays remember the handler, so their blocks come
 back to it however and wherever they are freed; every other NumPy allocation keeps NumPy's own handler.
 The data of every array allocated this way is 64-byte aligned.

@@ -20,6 +20,7 @@ _RUNTIME_DEFAULT = max(1, openmp_helpers.omp_max_threads())
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_controller = None
+_blas_setters = None
 _blas_saved = None
 
 # GNU libgomp keeps its thread team across fork, but the child gets none of the threads: a child forked after
@@ -35,8 +36,8 @@ def _after_fork_in_child():
     _blas_lock = threading.Lock()
     if _blas_users:
         _blas_users = 0
-        for lib, n in zip(_blas_controller, _blas_saved):
-            lib.set_num_threads(n)
+        for set_threads, n in zip(_blas_setters, _blas_saved):
+            set_threads(n)
 
 
 if hasattr(os, "register_at_fork"):
@@ -139,17 +140,35 @@ def _scipy_blas_libraries():
     return scipy_owned or list(blas.lib_controllers)
 
 
+def _process_wide_setter(lib):
+    """A function that sets ``lib``'s thread count for the whole process, whichever Python thread calls it.
+
+    OpenBLAS's own thread pool (pthreads, not OpenMP) is process-wide. threadpoolctl >= 3.8 lets only the first
+    Python thread that limits it change it and silently ignores every other thread, so a kernel called from a
+    worker thread would run its GEMMs on a full BLAS team (different bits, oversubscribed). The reference count
+    below already serialises our changes, so OpenBLAS is called directly.
+    """
+    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) != "openmp":
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                setter = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if setter is not None:
+                    return setter
+    return lib.set_num_threads
+
+
 @contextlib.contextmanager
 def blas_single_threaded():
     """Hold SciPy's BLAS at one thread for the duration of the block (re-entrant, thread-safe)."""
-    global _blas_users, _blas_controller, _blas_saved
+    global _blas_users, _blas_controller, _blas_setters, _blas_saved
     with _blas_lock:
         if _blas_controller is None:
             _blas_controller = _scipy_blas_libraries()
+            _blas_setters = [_process_wide_setter(lib) for lib in _blas_controller]
         if _blas_users == 0:
             _blas_saved = [lib.num_threads for lib in _blas_controller]
-            for lib in _blas_controller:
-                lib.set_num_threads(1)
+            for set_threads in _blas_setters:
+                set_threads(1)
         _blas_users += 1
     try:
         yield
@@ -157,5 +176,5 @@ def blas_single_threaded():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                for lib, n in zip(_blas_controller, _blas_saved):
-                    lib.set_num_threads(n)
+                for set_threads, n in zip(_blas_setters, _blas_saved):
+                    set_threads(n)

@@ -50,6 +50,23 @@ def test_blas_is_single_threaded_inside_a_kernel_call():
         assert all(lib.num_threads == 1 for lib in libs)
 
 
+def test_blas_is_single_threaded_inside_a_call_from_a_worker_thread():
+    """Not only from the main thread: threadpoolctl >= 3.8 ignores OpenBLAS limits set by any thread but the
+    first one that set one, and the kernels' GEMMs then ran on a full BLAS team (different bits)."""
+    libs = _threads._scipy_blas_libraries()
+    with _threads.blas_single_threaded():  # the main thread limits first, as the first kernel call would
+        pass
+    seen = []
+
+    def in_worker():
+        with _threads.blas_single_threaded():
+            seen.append([lib.num_threads for lib in libs])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(in_worker).result()
+    assert seen == [[1] * len(libs)]
+
+
 def test_set_num_threads_round_trip(threads):
     fastconv.set_num_threads(3)
     # A build without OpenMP runs every kernel serially and says so.

@@ -45,7 +45,7 @@ cdef extern from "block_cache.h" nogil:
     void fc_cache_free(void* ctx, void* data, size_t size)
 
 # Default cap on the bytes kept: room for the large activations and gradients of one training step of a small
-# convnet (the 150x150 one at batch 32 frees about 300 MB of blocks over 4 MiB per step).
+# convnet (the 150x150 one at batch 32 frees about 300 MB of blocks over 128 KiB per step).
 DEFAULT_LIMIT = 512 << 20
 MIN_BLOCK_BYTES = FC_CACHE_MIN_BYTES
 SLOTS = FC_CACHE_SLOTS
