@@ -112,8 +112,9 @@ def _direct_forward_nhwc(problem, x, weight, bias, out, n_threads, *, packed=Non
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
         pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize, problem.out_c // problem.groups)
         unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads)
+        batch_inner = not out_nchw and _planning.forward_tiles_over_batch(problem, pixels)
         conv_direct.forward_nhwc_tiled(x, packed.values, bias, zeros, out, problem.geometry, unit_tiles, relu,
-                                       out_nchw, n_threads)
+                                       out_nchw, batch_inner, n_threads)
         return relu
     hwio = _layout.oihw_to_hwio(weight) if oihw else weight
     if flip_transpose:

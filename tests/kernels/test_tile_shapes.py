@@ -164,3 +164,51 @@ def test_few_channel_channels_first_forward_runs_direct_where_vectors_are_wide(r
     for alg in ("auto", "direct", "im2col"):
         got = fastconv.conv2d(x, w, stride=2, padding=3, data_format="channels_first", algorithm=alg)
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, padding, stride", [
+    ((33, 5, 4, 6), 64, "same", 1),     # wide; 33 images: a tile spans two output positions
+    ((30, 4, 5, 7), 32, 2, 1),          # narrow at AVX-512; padded by the whole kernel extent
+    ((29, 6, 6, 5), 40, ((2, 0), (1, 1)), 2),  # narrow tail block, asymmetric padding, strided
+])
+def test_tiles_over_the_batch_give_the_row_major_bits(shape, k, padding, stride, dtype, rng, monkeypatch):
+    """With tiles over the images at each output position (small padded images in a large batch), every output
+    sums the same products in the same order as with row-major tiles: identical bits, and the reference."""
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((3, 3, shape[3], k))
+    bias = rng.standard_normal(k)
+    opts = dict(stride=stride, padding=padding)
+    problem = conv_problem(shape, weight.shape, dilation=1, groups=1, channels_last=True, **opts)
+    gy = rng.standard_normal(problem.output_shape)
+    xd, wd, bd, gyd = (a.astype(dtype) for a in (x, weight, bias, gy))
+    got = {}
+    for batch_inner in (False, True):
+        monkeypatch.setattr(_planning, "forward_tiles_over_batch", lambda problem, pixels, b=batch_inner: b)
+        got[batch_inner] = (fastconv.conv2d(xd, wd, bd, algorithm="direct", **opts),
+                            fastconv.conv2d_grad_input(gyd, wd, shape, algorithm="direct", **opts))
+    for row_major, over_batch in zip(got[False], got[True]):
+        np.testing.assert_array_equal(row_major, over_batch)
+    y, gx = got[True]
+    check_close(y, reference.conv2d(x, weight, bias, **opts),
+                reference.conv2d(np.abs(x), np.abs(weight), np.abs(bias), **opts), dtype)
+    check_close(gx, reference.conv2d_grad_input(gy, weight, shape, **opts),
+                reference.conv2d_grad_input(np.abs(gy), np.abs(weight), shape, **opts), dtype)
+
+
+def test_tiles_run_over_the_batch_only_where_padding_is_a_large_share():
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    def over_batch(shape, padding, pixels=6):
+        problem = conv_problem(shape, (3, 3, shape[3], 64), stride=1, padding=padding, dilation=1, groups=1,
+                               channels_last=True)
+        return _planning.forward_tiles_over_batch(problem, pixels)
+
+    assert over_batch((64, 11, 11, 64), 2)        # the MNIST convnet's second input gradient: 72% inside
+    assert not over_batch((64, 11, 11, 64), 0)    # no padding
+    assert not over_batch((64, 56, 56, 64), 1)    # large images: padding a small share
+    assert not over_batch((8, 11, 11, 64), 2)     # batch too small to fill tiles

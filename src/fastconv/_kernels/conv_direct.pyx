@@ -138,13 +138,16 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                     const floating* zeros,
                                     floating[:, :, :, ::1] out,
                                     ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
-                                    int n_threads) noexcept nogil:
+                                    bint batch_inner, int n_threads) noexcept nogil:
     # Output pixels, flattened over (n, ho, wo), are cut into tiles of WB (rows of the register tile may belong
     # to different output rows or images, so no lanes idle at row ends) and tiles into units. Work item = (unit,
     # group, block of output channels). Per item: the input pointers of every (tile, tap) are laid out once;
     # the unit's outputs are accumulated in a small per-thread buffer, input channels in blocks whose packed
     # weights stay in cache (outer), tiles inner. A tap that no pixel of a tile can reach is skipped; a pixel
-    # whose tap falls in the padding reads zeros.
+    # whose tap falls in the padding reads zeros. batch_inner (NHWC output only) flattens the pixels over
+    # (ho, wo, n) instead: a tile's rows are then mostly one output position in different images, which all see
+    # the same taps, so a padded layer on small images computes no zeros (the MNIST convnet's second input
+    # gradient, 11x11 padded by 2: 29% of its row-major tiles' products were zeros).
     cdef int isa = active_isa()
     cdef Py_ssize_t K = geom.out_c, Cg = geom.in_c // geom.groups, Kg = K // geom.groups
     cdef int wide = fc_tile_wide_for(isa, sizeof(floating), Kg)
@@ -211,8 +214,12 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
             tile_count = (p1 - p0 + WB - 1) // WB
             # (n, ho, wo) of pixel p0, then stepped along: no divisions per pixel (they cost more than the
             # arithmetic of a tile when the channels are few).
-            n = p0 // (Ho * Wo)
-            rem = p0 - n * Ho * Wo
+            if batch_inner:
+                n = p0 % geom.batch
+                rem = p0 // geom.batch
+            else:
+                n = p0 // (Ho * Wo)
+                rem = p0 - n * Ho * Wo
             ho = rem // Wo
             wo = rem - ho * Wo
             for tile in range(tile_count):
@@ -234,13 +241,22 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                         if lo < hi:
                             pix_lo[j] = lo
                             pix_hi[j] = hi
-                        wo = wo + 1
-                        if wo == Wo:
-                            wo = 0
-                            ho = ho + 1
-                            if ho == Ho:
-                                ho = 0
-                                n = n + 1
+                        if batch_inner:
+                            n = n + 1
+                            if n == geom.batch:
+                                n = 0
+                                wo = wo + 1
+                                if wo == Wo:
+                                    wo = 0
+                                    ho = ho + 1
+                        else:
+                            wo = wo + 1
+                            if wo == Wo:
+                                wo = 0
+                                ho = ho + 1
+                                if ho == Ho:
+                                    ho = 0
+                                    n = n + 1
                     else:
                         pix_w[j] = -1  # never inside: no merging
                 taps = 0
@@ -286,7 +302,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
             # The unit's whole tiles accumulate straight in the output when its pixels' rows are whole blocks
             # of lanes (NHWC, all channels in one block): no copying pass (on a 3-channel layer with a 90 MB
             # output that pass took 40% of the call). The rest accumulate in unitbuf.
-            out_tiles = (p1 - p0) // WB if in_place else 0
+            out_tiles = (p1 - p0) // WB if in_place and not batch_inner else 0
             # Accumulators start at the bias (a per-element choice here cost as much as the whole arithmetic
             # of a 3-channel layer).
             for k in range(KB):
@@ -329,9 +345,11 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                         v = out_flat[j]
                         out_flat[j] = 0 if v < 0 else v  # a select, which vectorises (a conditional store did not)
                 for p in range(p0 + out_tiles * WB, p1):
+                    # (ho * Wo + wo) * N + n -> (n * Ho + ho) * Wo + wo
+                    j = (p % geom.batch) * Ho * Wo + p // geom.batch if batch_inner else p
                     for k in range(kw):
                         v = unitbuf[(p - p0) * KB + k]
-                        out_flat[p * K + k0 + k] = 0 if (relu and v < 0) else v
+                        out_flat[j * K + k0 + k] = 0 if (relu and v < 0) else v
         free(xptrs)
         free(wptrs)
         free(tap_offsets)
@@ -627,9 +645,10 @@ def tile_shape(itemsize, Py_ssize_t channels):
 
 def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,
                        const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom,
-                       Py_ssize_t unit_tiles, bint relu, bint out_nchw, int n_threads):
+                       Py_ssize_t unit_tiles, bint relu, bint out_nchw, bint batch_inner, int n_threads):
     """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout);
-    zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept); out_nchw: out is (N, K, Ho, Wo)."""
+    zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept); out_nchw: out is (N, K, Ho, Wo);
+    batch_inner: tiles run over the images at each output position (not with out_nchw)."""
     cdef const floating[::1] bias_view
     cdef const floating* bias_ptr = NULL
     if bias is not None:
@@ -637,7 +656,7 @@ def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packe
         bias_ptr = &bias_view[0]
     with nogil:
         conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu, out_nchw,
-                                  n_threads)
+                                  batch_inner and not out_nchw, n_threads)
 
 
 def grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out_padded, const floating[:, :, :, ::1] x,
