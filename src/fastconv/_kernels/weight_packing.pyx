@@ -53,6 +53,8 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
     if oihw:
         return _pack_oihw(base, packed, groups, lanes, R, S, n_in, n_out, Kg, step_i, step_l, flip_transpose,
                           n_threads)
+    if not flip_transpose:
+        return _pack_hwio(base, packed, groups, lanes, R * S, Cg, K, n_threads)
     with nogil:
         for item in prange(groups * n_blocks * R * S, num_threads=n_threads, schedule="static"):
             s = item % S
@@ -96,6 +98,43 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
                 i0 = i1
     return n_bad == 0
 
+
+
+cdef bint _pack_hwio(const floating* base, floating[::1] packed, Py_ssize_t groups, Py_ssize_t lanes,
+                     Py_ssize_t RS, Py_ssize_t Cg, Py_ssize_t K, int n_threads) noexcept:
+    # HWIO as it is: each packed row is a run of a source row. One item per (tap, TRANSPOSE_ROWS input rows)
+    # reads those whole rows in order and deals each row's runs out to every block, then checks the rows while
+    # they are in L1. One item per (block, tap) read every row in short runs K elements apart and checked the
+    # packed block from L2 (VGG conv5's kernel: 0.33 ms, twice a copy of it).
+    cdef Py_ssize_t Kg = K // groups
+    cdef Py_ssize_t n_blocks = (Kg + lanes - 1) // lanes
+    cdef Py_ssize_t n_chunks = (Cg + TRANSPOSE_ROWS - 1) // TRANSPOSE_ROWS
+    cdef Py_ssize_t item, t, c0, c1, c, g, b, l, width
+    cdef Py_ssize_t n_bad = 0
+    cdef floating* dst
+    cdef const floating* row
+    with nogil:
+        for item in prange(RS * n_chunks, num_threads=n_threads, schedule="static"):
+            t = item // n_chunks
+            c0 = item % n_chunks * TRANSPOSE_ROWS
+            c1 = c0 + TRANSPOSE_ROWS if c0 + TRANSPOSE_ROWS < Cg else Cg
+            for c in range(c0, c1):
+                row = base + (t * Cg + c) * K
+                for g in range(groups):
+                    for b in range(n_blocks):
+                        dst = &packed[0] + (((g * n_blocks + b) * RS + t) * Cg + c) * lanes
+                        width = Kg - b * lanes
+                        if width > lanes:
+                            width = lanes
+                        for l in range(width):
+                            dst[l] = row[g * Kg + b * lanes + l]
+                        for l in range(width, lanes):
+                            dst[l] = 0
+            if floating is float:
+                n_bad += fc_any_nonfinite_f32(base + (t * Cg + c0) * K, (c1 - c0) * K)
+            else:
+                n_bad += fc_any_nonfinite_f64(base + (t * Cg + c0) * K, (c1 - c0) * K)
+    return n_bad == 0
 
 cdef bint _pack_oihw(const floating* base, floating[::1] packed, Py_ssize_t groups, Py_ssize_t lanes,
                      Py_ssize_t R, Py_ssize_t S, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t Kg,
