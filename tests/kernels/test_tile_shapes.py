@@ -212,3 +212,16 @@ def test_tiles_run_over_the_batch_only_where_padding_is_a_large_share():
     assert not over_batch((64, 11, 11, 64), 0)    # no padding
     assert not over_batch((64, 56, 56, 64), 1)    # large images: padding a small share
     assert not over_batch((8, 11, 11, 64), 2)     # batch too small to fill tiles
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 7, 3), (2, 130, 130, 3)], ids=["in-registers", "filled-first"])
+def test_bias_starts_the_sums_of_small_and_large_outputs(shape, rng):
+    """The first channel block's tiles start at the bias in their registers, except in an output over the
+    kernel's 8 MiB limit (here 8.4 MB), which is filled with the bias first: both match the reference."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal((3, 3, shape[3], 64)).astype(np.float32)
+    bias = (10 * rng.standard_normal(64)).astype(np.float32)
+    y = fastconv.conv2d(x, weight, bias, algorithm="direct")
+    x64, w64, b64 = x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64)
+    check_close(y, reference.conv2d(x64, w64, b64), reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64)),
+                np.float32)

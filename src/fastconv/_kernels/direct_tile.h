@@ -8,9 +8,9 @@
 
 typedef ptrdiff_t fc_index;
 typedef void (*fc_tile_f32)(fc_index, const float *const *, fc_index, fc_index, const float *const *, fc_index,
-                            fc_index, float *, fc_index);
+                            fc_index, float *, fc_index, const float *);
 typedef void (*fc_tile_f64)(fc_index, const double *const *, fc_index, fc_index, const double *const *, fc_index,
-                            fc_index, double *, fc_index);
+                            fc_index, double *, fc_index, const double *);
 
 #define FC_CAT_(a, b) a##_##b
 #define FC_CAT(a, b) FC_CAT_(a, b)
