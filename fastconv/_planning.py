@@ -179,20 +179,32 @@ def _l2_cache_bytes(sysfs="/sys/devices/system/cpu/cpu0/cache"):
 
 
 def _grad_weight_chunk_bytes(l2_bytes):
-    """Bytes of input and output gradient one chunk of the tiled weight gradient streams: a quarter of a core's
-    L2, at least 256 KiB (the value tuned on 1 MiB L2s) and at most 1 MiB. On a 2 MiB L2 (an Intel Xeon), 512 KiB
-    against 256 ran 3-13% faster on the VGG rows and small_c4 at 1 and 2 threads, level elsewhere."""
-    return min(1 << 20, max(1 << 18, (l2_bytes or 0) // 4))
+    """Bytes of input and output gradient one chunk of the tiled weight gradient streams: half a core's L2,
+    between 256 KiB and 512 KiB. Measured against the earlier quarter of the L2 (at least 256 KiB): on a 1 MiB
+    L2 (AMD Zen 5), 512 KiB ran 2-14% faster than 256 on every suite row at 2 threads; on a 2 MiB L2 (an Intel
+    Xeon), 512 KiB ran 3-13% faster than 256 on the VGG rows and small_c4, level elsewhere."""
+    return min(1 << 19, max(1 << 18, (l2_bytes or 0) // 2))
 
 
-GRAD_WEIGHT_CHUNK_BYTES = _grad_weight_chunk_bytes(_l2_cache_bytes())
+def _large_weight_bytes(l2_bytes):
+    """Weight gradients over this size take chunks twice as large: every chunk reads and writes the whole
+    gradient once, which then outweighs the activations (VGG conv4/conv5, 9 MiB: 1 MiB chunks 7-11% faster than
+    512 KiB on Zen 5; conv3, 2.3 MiB: 2%; small_c4's 0.6 MiB 4% slower)."""
+    return 2 * (l2_bytes or (1 << 20))
+
+
+_L2_BYTES = _l2_cache_bytes()
+GRAD_WEIGHT_CHUNK_BYTES = _grad_weight_chunk_bytes(_L2_BYTES)
+LARGE_WEIGHT_BYTES = _large_weight_bytes(_L2_BYTES)
 
 
 def grad_weight_chunk_rows(problem, itemsize):
     """Output rows per chunk of the tiled weight-gradient kernel (shape-only, so results don't depend on
     threads)."""
     row_bytes = itemsize * (problem.out_w * problem.out_c + problem.stride[0] * problem.in_w * problem.in_c)
-    return max(1, min(problem.batch * problem.out_h, GRAD_WEIGHT_CHUNK_BYTES // row_bytes))
+    weight_bytes = itemsize * problem.kernel_h * problem.kernel_w * problem.in_c // problem.groups * problem.out_c
+    chunk_bytes = GRAD_WEIGHT_CHUNK_BYTES * (2 if weight_bytes > LARGE_WEIGHT_BYTES else 1)
+    return max(1, min(problem.batch * problem.out_h, chunk_bytes // row_bytes))
 
 
 def forward_unit_tiles(problem, tile_pixels, lanes, n_threads):

@@ -106,8 +106,8 @@ def test_weight_gradient_in_row_segments_through_the_api(rng, threads):
 
 
 def test_weight_gradient_chunks_follow_the_l2_cache(tmp_path):
-    """Chunks take a quarter of a core's L2 as sysfs reports it, between 256 KiB and 1 MiB, 256 KiB when sysfs
-    says nothing."""
+    """Chunks take half a core's L2 as sysfs reports it, between 256 KiB and 512 KiB, 256 KiB when sysfs says
+    nothing; weight gradients over twice the L2 (2 MiB when unknown) take chunks twice that."""
     from fastconv import _planning
 
     def cache_dir(*entries):
@@ -125,7 +125,25 @@ def test_weight_gradient_chunks_follow_the_l2_cache(tmp_path):
     assert _planning._l2_cache_bytes(xeon) == 2 << 20
     assert _planning._grad_weight_chunk_bytes(2 << 20) == 512 << 10
     assert _planning._grad_weight_chunk_bytes(512 << 10) == 256 << 10
-    assert _planning._grad_weight_chunk_bytes(32 << 20) == 1 << 20
+    assert _planning._grad_weight_chunk_bytes(1 << 20) == 512 << 10
+    assert _planning._grad_weight_chunk_bytes(32 << 20) == 512 << 10
+    assert _planning._large_weight_bytes(1 << 20) == 2 << 20
+    assert _planning._large_weight_bytes(None) == 2 << 20
     assert _planning._l2_cache_bytes(str(tmp_path / "missing")) is None
     assert _planning._grad_weight_chunk_bytes(None) == 256 << 10
     assert _planning._l2_cache_bytes(cache_dir((2, "Unified", "lots"))) is None
+
+
+def test_weight_gradient_bits_do_not_depend_on_the_chunk_size(rng, monkeypatch):
+    """Each chunk resumes every sum where the previous one stored it, in the same order: any chunk size (the
+    L2-sized choice varies between machines) gives the same bits."""
+    from fastconv import _planning
+
+    x = rng.standard_normal((2, 12, 12, 40)).astype(np.float32)
+    gy = rng.standard_normal((2, 12, 12, 64)).astype(np.float32)
+    got = []
+    for chunk in (1 << 12, 1 << 15, 1 << 22):
+        monkeypatch.setattr(_planning, "GRAD_WEIGHT_CHUNK_BYTES", chunk)
+        got.append(fastconv.conv2d_grad_weight(gy, x, (3, 3, 40, 64), padding="same", algorithm="direct"))
+    for g in got[1:]:
+        np.testing.assert_array_equal(got[0], g)
