@@ -22,6 +22,7 @@ CASES = [
     (1, 7, 5, 4, 64, (3, 3), 1, "same", 1, 1),      # wide; 35 pixels: a partial last tile
     (2, 5, 6, 4, 65, (3, 3), 1, 1, 1, 1),           # 65: narrow (3 x 32 lanes; wide would take 2 x 64)
     (1, 6, 6, 9, 32, (3, 3), 1, "same", 1, 1),      # 32 float32 channels: narrow; float64: wide
+    (1, 6, 5, 400, 64, (3, 3), 1, "same", 1, 1),    # input channels in several blocks (sums resumed per block)
 ]
 
 

@@ -39,8 +39,10 @@ cdef enum:
     GRAD_WEIGHT_CHANNEL_BLOCK = 16
     # Bytes of packed weights one pass of the tiled forward kernel streams per row: sized to stay in cache. The
     # wide tile (twice the lanes) takes twice the bytes, the same input channels per pass: blocks of 16 or 8
-    # channels, inside L1, measured no faster at 2 threads and slower at 1 (BENCHMARKS.md, session 7).
-    WEIGHT_BLOCK_BYTES = 98304
+    # channels, inside L1, measured no faster at 2 threads and slower at 1 (BENCHMARKS.md, session 7). On Zen 5
+    # (48 KiB L1, 1 MiB L2), 192 KiB against 96 ran level to 4% faster at 1 and 2 threads (vgg_conv2_2 and
+    # small_c4 most), 384 KiB no faster again; 24 KiB lost up to 37%.
+    WEIGHT_BLOCK_BYTES = 196608
     # Output pixels per block of the tiled forward's NCHW write-out: 32 x 64 lanes of 4 bytes = 8 KiB of the
     # unit's buffer, read once per channel from L1, and 128 bytes written per channel row.
     NCHW_BLOCK = 32
