@@ -40,6 +40,7 @@ def reference_pack(hwio, groups, lanes, flip_transpose):
     ((1, 1, 7, 70), 2, 16),
     ((2, 3, 6, 9), 3, 32),      # fewer channels than one block
     ((3, 3, 16, 32), 1, 16),    # whole blocks only
+    ((3, 3, 40, 70), 1, 64),    # flipped: 16 x 16 register blocks of the transpose and scalar edges on both sides
 ])
 def test_pack_matches_its_definition(shape, groups, lanes, dtype, flip_transpose, oihw, rng):
     hwio = rng.standard_normal(shape).astype(dtype)

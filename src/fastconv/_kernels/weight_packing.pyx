@@ -9,13 +9,24 @@ one group for every input channel, zero-padded past the group's last output chan
 from cython.parallel cimport prange
 from cython cimport floating
 
+from fastconv._kernels.cpu_dispatch cimport active_isa
+
 cdef enum:
     # Input rows per work item of the OIHW packing: enough items to share among threads, and a run of each
     # tap slice long enough to be written in whole cache lines.
     PACK_ROWS = 32
-    # Input rows per pass of the HWIO packing: one cache line of each lane's run when it transposes (VGG
-    # conv5's flipped kernel: 0.52 ms at 16, 0.57 at 64, 0.67 at 32, on 2 threads; a copy of it takes 0.18).
+    # Input rows per pass of the HWIO packing, checked for non-finite values while in L1: one cache line of each
+    # lane's run when it transposes (VGG conv5's flipped kernel, scalar: 0.52 ms at 16, 0.57 at 64, 0.67 at 32 on
+    # 2 threads; in register blocks 0.33 at 16, 32 or 64).
     TRANSPOSE_ROWS = 16
+
+cdef extern from "transpose_tile.h" nogil:
+    ctypedef void (*fc_transpose_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_transpose_f64)(const double *, Py_ssize_t, double *, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t) noexcept nogil
+    fc_transpose_f32 fc_transpose_for_f32(int isa)
+    fc_transpose_f64 fc_transpose_for_f64(int isa)
 
 cdef extern from "finite_check.h" nogil:
     int fc_any_nonfinite_f32(const float *p, Py_ssize_t n)
@@ -49,6 +60,7 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
     cdef floating* dst
     cdef const floating* src
     cdef const floating* base = &weight[0, 0, 0, 0]
+    cdef int isa = active_isa()
 
     if oihw:
         return _pack_oihw(base, packed, groups, lanes, R, S, n_in, n_out, Kg, step_i, step_l, flip_transpose,
@@ -81,13 +93,14 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
                         for l in range(width):
                             dst[i * lanes + l] = src[i * step_i + l]
                 else:
-                    # A transpose: each lane's rows are a contiguous run of the source, read one chunk at a
-                    # time while the chunk's rows being written stay in L1. Row by row, the 64 lanes' source
-                    # lines (K elements apart) fell into two L1 sets and missed at every element (VGG conv5's
-                    # flipped kernel: 1.33 ms, 8x a copy of it).
-                    for l in range(width):
-                        for i in range(i0, i1):
-                            dst[i * lanes + l] = src[i * step_i + l * step_l]
+                    # A transpose (each lane's rows are a contiguous run of the source, step_i == 1), in
+                    # register blocks at AVX-512 (transpose_tile.h). Row by row, the 64 lanes' source lines
+                    # (K elements apart) fell into two L1 sets and missed at every element: VGG conv5's flipped
+                    # kernel took 1.33 ms on 2 threads, 0.52 lane by lane, a copy of it 0.18.
+                    if floating is float:
+                        fc_transpose_for_f32(isa)(src + i0, step_l, dst + i0 * lanes, lanes, width, i1 - i0)
+                    else:
+                        fc_transpose_for_f64(isa)(src + i0, step_l, dst + i0 * lanes, lanes, width, i1 - i0)
                 for i in range(i0, i1):
                     for l in range(width, lanes):
                         dst[i * lanes + l] = 0
