@@ -1,7 +1,8 @@
 /* A strided 2-D transpose for the weight packing (weight_packing.pyx): dst[j * ldd + i] = src[i * lds + j] for
  * i < rows, j < cols. At AVX-512, 16 x 16 float32 blocks go through the registers (16 loads, 64 shuffles, 16
  * stores); the edges, float64 and lower levels are scalar. Scalar, element by element, the input gradient's
- * flipped VGG conv5 kernel (9 MiB) took 0.5 ms on 2 threads and a quarter of the gradient's time on one. */
+ * flipped VGG conv5 kernel (9 MiB) took 0.5 ms on 2 threads (0.33 so) and a quarter of the gradient's time on
+ * one; OIHW weights go through it too. */
 #ifndef FASTCONV_TRANSPOSE_TILE_H
 #define FASTCONV_TRANSPOSE_TILE_H
 
