@@ -69,6 +69,12 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
                           n_threads)
     if not flip_transpose:
         return _pack_hwio(base, packed, groups, lanes, R * S, Cg, K, n_threads)
+    # Flipped from HWIO: lane l of input row i is weight[R-1-r, S-1-s, c = b*lanes + l, k = g*Kg + i], so each
+    # lane's rows are a contiguous run of the source (step_i == 1) and a block is a transpose, done in register
+    # blocks at AVX-512 (transpose_tile.h), TRANSPOSE_ROWS rows at a time, each chunk checked for non-finite
+    # values while it is in L1. Row by row, the 64 lanes' source lines (K elements apart) fell into two L1 sets
+    # and missed at every element: VGG conv5's flipped kernel took 1.33 ms on 2 threads, 0.52 lane by lane, 0.33
+    # so; a copy of it 0.18.
     with nogil:
         for item in prange(groups * n_blocks * R * S, num_threads=n_threads, schedule="static"):
             s = item % S
@@ -79,30 +85,14 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
             width = n_out - b * lanes
             if width > lanes:
                 width = lanes
-            if flip_transpose:
-                # Lane l of input row i is weight[R-1-r, S-1-s, c = b*lanes + l, k = g*Kg + i].
-                src = base + (R - 1 - r) * sr + (S - 1 - s) * ss + b * lanes * sc + g * Kg * sk
-            else:
-                src = base + r * sr + s * ss + (g * Kg + b * lanes) * sk
-            # TRANSPOSE_ROWS input rows at a time, each chunk checked for non-finite values while it is in L1
-            # (checked after the whole block, up to 128 KiB, it came back from L2: VGG conv5's kernel packed in
-            # 0.34 ms, twice a copy of it).
+            src = base + (R - 1 - r) * sr + (S - 1 - s) * ss + b * lanes * sc + g * Kg * sk
             i0 = 0
             while i0 < n_in:
                 i1 = i0 + TRANSPOSE_ROWS if i0 + TRANSPOSE_ROWS < n_in else n_in
-                if step_l == 1:  # HWIO as is: each packed row is a contiguous run of the source
-                    for i in range(i0, i1):
-                        for l in range(width):
-                            dst[i * lanes + l] = src[i * step_i + l]
+                if floating is float:
+                    fc_transpose_for_f32(isa)(src + i0, step_l, dst + i0 * lanes, lanes, width, i1 - i0)
                 else:
-                    # A transpose (each lane's rows are a contiguous run of the source, step_i == 1), in
-                    # register blocks at AVX-512 (transpose_tile.h). Row by row, the 64 lanes' source lines
-                    # (K elements apart) fell into two L1 sets and missed at every element: VGG conv5's flipped
-                    # kernel took 1.33 ms on 2 threads, 0.52 lane by lane, a copy of it 0.18.
-                    if floating is float:
-                        fc_transpose_for_f32(isa)(src + i0, step_l, dst + i0 * lanes, lanes, width, i1 - i0)
-                    else:
-                        fc_transpose_for_f64(isa)(src + i0, step_l, dst + i0 * lanes, lanes, width, i1 - i0)
+                    fc_transpose_for_f64(isa)(src + i0, step_l, dst + i0 * lanes, lanes, width, i1 - i0)
                 for i in range(i0, i1):
                     for l in range(width, lanes):
                         dst[i * lanes + l] = 0
@@ -112,7 +102,6 @@ def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t g
                     n_bad += fc_any_nonfinite_f64(dst + i0 * lanes, (i1 - i0) * lanes)
                 i0 = i1
     return n_bad == 0
-
 
 
 cdef bint _pack_hwio(const floating* base, floating[::1] packed, Py_ssize_t groups, Py_ssize_t lanes,
@@ -150,6 +139,7 @@ cdef bint _pack_hwio(const floating* base, floating[::1] packed, Py_ssize_t grou
             else:
                 n_bad += fc_any_nonfinite_f64(base + (t * Cg + c0) * K, (c1 - c0) * K)
     return n_bad == 0
+
 
 cdef bint _pack_oihw(const floating* base, floating[::1] packed, Py_ssize_t groups, Py_ssize_t lanes,
                      Py_ssize_t R, Py_ssize_t S, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t Kg,
