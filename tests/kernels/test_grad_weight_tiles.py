@@ -134,6 +134,26 @@ def test_weight_gradient_chunks_follow_the_l2_cache(tmp_path):
     assert _planning._l2_cache_bytes(cache_dir((2, "Unified", "lots"))) is None
 
 
+def test_weight_gradient_chunks_are_equal(monkeypatch):
+    """The output rows are cut into chunks of equal size (within one row): the last chunk is not a sliver that
+    runs with most tiles' set-up for little work. 28 rows of which at most 9 fit: 4 chunks of 7, not 9 + 9 + 9 + 1."""
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    problem = conv_problem((1, 30, 30, 64), (3, 3, 64, 64), stride=1, padding="valid", dilation=1, groups=1,
+                           channels_last=True)
+    row_bytes = 4 * (28 * 64 + 30 * 64)
+    monkeypatch.setattr(_planning, "LARGE_WEIGHT_BYTES", 1 << 40)
+    monkeypatch.setattr(_planning, "GRAD_WEIGHT_CHUNK_BYTES", 9 * row_bytes + 1)
+    assert _planning.grad_weight_chunk_rows(problem, 4) == 7
+    monkeypatch.setattr(_planning, "GRAD_WEIGHT_CHUNK_BYTES", 14 * row_bytes)
+    assert _planning.grad_weight_chunk_rows(problem, 4) == 14
+    monkeypatch.setattr(_planning, "GRAD_WEIGHT_CHUNK_BYTES", 100 * row_bytes)
+    assert _planning.grad_weight_chunk_rows(problem, 4) == 28
+    monkeypatch.setattr(_planning, "GRAD_WEIGHT_CHUNK_BYTES", 1)
+    assert _planning.grad_weight_chunk_rows(problem, 4) == 1
+
+
 def test_weight_gradient_bits_do_not_depend_on_the_chunk_size(rng, monkeypatch):
     """Each chunk resumes every sum where the previous one stored it, in the same order: any chunk size (the
     L2-sized choice varies between machines) gives the same bits."""
