@@ -111,7 +111,7 @@ def _direct_forward_nhwc(problem, x, weight, bias, out, n_threads, *, packed=Non
     if packed is not None:
         zeros = np.zeros(problem.in_c // problem.groups, dtype=x.dtype)
         pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize, problem.out_c // problem.groups)
-        unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads)
+        unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads, x.dtype.itemsize)
         batch_inner = not out_nchw and _planning.forward_tiles_over_batch(problem, pixels)
         conv_direct.forward_nhwc_tiled(x, packed.values, bias, zeros, out, problem.geometry, unit_tiles, relu,
                                        out_nchw, batch_inner, n_threads)

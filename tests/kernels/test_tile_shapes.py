@@ -226,3 +226,25 @@ def test_bias_starts_the_sums_of_small_and_large_outputs(shape, rng):
     x64, w64, b64 = x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64)
     check_close(y, reference.conv2d(x64, w64, b64), reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64)),
                 np.float32)
+
+
+def test_forward_units_grow_where_the_weights_leave_the_l2(rng, monkeypatch):
+    """Weights over 1 MiB give each thread 4 work items, not 16 (larger units: the weights are read fewer
+    times); the unit size never changes the bits."""
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    def units(c, k, size, threads=2):
+        problem = conv_problem((1, size, size, c), (3, 3, c, k), stride=1, padding=1, dilation=1, groups=1,
+                               channels_last=True)
+        return _planning.forward_unit_tiles(problem, 6, 64, threads, 4)
+
+    assert units(512, 512, 14) == 33   # vgg_conv5_2 (9.4 MB): 33 tiles x 8 blocks / (4 x 2) -> one unit
+    assert units(32, 64, 56) == 16     # 74 KB of weights: 523 tiles / (16 x 2)
+    x = rng.standard_normal((1, 9, 9, 160)).astype(np.float32)  # 160 x 640 x 9 x 4 bytes = 3.7 MB
+    weight = rng.standard_normal((3, 3, 160, 640)).astype(np.float32)
+    got = []
+    for few in (4, 16):
+        monkeypatch.setattr(_planning, "FEW_ITEMS_PER_THREAD", few)
+        got.append(fastconv.conv2d(x, weight, padding="same", algorithm="direct"))
+    np.testing.assert_array_equal(got[0], got[1])
