@@ -198,12 +198,17 @@ GRAD_WEIGHT_CHUNK_BYTES = _grad_weight_chunk_bytes(_L2_BYTES)
 LARGE_WEIGHT_BYTES = _large_weight_bytes(_L2_BYTES)
 
 
+def _weight_bytes(problem, itemsize):
+    """Bytes of the convolution's kernel (and of its weight gradient)."""
+    return itemsize * problem.kernel_h * problem.kernel_w * problem.in_c // problem.groups * problem.out_c
+
+
 def grad_weight_chunk_rows(problem, itemsize):
     """Output rows per chunk of the tiled weight-gradient kernel (shape-only, so results don't depend on
     threads): as many as fit the chunk's bytes, then evened out over the chunks that takes (on an Intel Xeon
     with a 2 MiB L2, 2 threads: vgg_conv3_2 +2%, small_c4 +1.5%, vgg_conv4_2 at 1 MiB chunks +5%)."""
     row_bytes = itemsize * (problem.out_w * problem.out_c + problem.stride[0] * problem.in_w * problem.in_c)
-    weight_bytes = itemsize * problem.kernel_h * problem.kernel_w * problem.in_c // problem.groups * problem.out_c
+    weight_bytes = _weight_bytes(problem, itemsize)
     chunk_bytes = GRAD_WEIGHT_CHUNK_BYTES * (2 if weight_bytes > LARGE_WEIGHT_BYTES else 1)
     rows = problem.batch * problem.out_h
     largest = max(1, min(rows, chunk_bytes // row_bytes))
@@ -218,7 +223,7 @@ def forward_unit_tiles(problem, tile_pixels, lanes, n_threads, itemsize=4):
     order whatever unit it falls in), so it may follow the thread count."""
     total_tiles = -(-problem.batch * problem.out_h * problem.out_w // tile_pixels)
     k_blocks = problem.groups * -(-(problem.out_c // problem.groups) // lanes)
-    weight_bytes = itemsize * problem.kernel_h * problem.kernel_w * problem.in_c // problem.groups * problem.out_c
+    weight_bytes = _weight_bytes(problem, itemsize)
     items = FEW_ITEMS_PER_THREAD if weight_bytes > LARGE_FORWARD_WEIGHT_BYTES else ITEMS_PER_THREAD
     per_thread = total_tiles * k_blocks // (items * max(1, n_threads))
     largest = max(1, min(MAX_UNIT_PIXELS // tile_pixels, per_thread))
