@@ -56,6 +56,34 @@ def test_non_finite_operands_give_the_definitions_result(padding, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("kernel, stride, dilation, padding", [
+    ((3, 3), 1, 1, "valid"),     # across taps
+    ((3, 3), 1, 1, "same"),      # per-tap tiles, padding reached
+    ((3, 2), 2, 1, "same"),      # strided, uneven kernel
+    ((3, 3), 1, 2, "valid"),     # dilated
+])
+def test_weight_gradient_with_many_channel_blocks(kernel, stride, dilation, padding, groups, dtype, rng, threads):
+    """With more than two blocks of output-channel lanes per group (150 channels: 3 blocks of 64 float32 lanes,
+    5 of 32 float64 ones, the last one partial) each tile's inputs are gathered into a packed buffer first,
+    then read by every block; 7 input channels leave a partial tile of rows. The reference's result, bit for bit
+    the same on 1 and 2 threads."""
+    c, k = 7 * groups, 150 * groups
+    x = rng.standard_normal((2, 9, 10, c)).astype(dtype)
+    weight_shape = kernel + (7, k)
+    opts = dict(stride=stride, dilation=dilation, padding=padding, groups=groups)
+    gy = rng.standard_normal(fastconv.conv2d(x, np.zeros(weight_shape, dtype), **opts).shape).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        results.append(fastconv.conv2d_grad_weight(gy, x, weight_shape, algorithm="direct", **opts))
+    expected = reference.conv2d_grad_weight(gy, x, weight_shape, **opts)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(results[0], expected, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, kernel, k, opts", [
     ((3, 10, 12, 3), (3, 3), 32, {}),                          # 2 gradient tiles: segments over the rows
     ((2, 9, 11, 1), (3, 3), 16, dict(stride=2)),               # one tile

@@ -26,11 +26,12 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N
                                     bint batch_inner, int n_threads) noexcept nogil
 
 # Weight gradient with register tiles; grad_out's channels are zero-padded per group to whole blocks of lanes
-# and grad_weight must be zero-filled (accumulated into), see conv_direct.grad_weight_nhwc_tiled.
-cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, padded K)
-                                        const floating[:, :, :, ::1] x,         # IN  (N, H, W, C)
-                                        floating[:, :, :, ::1] grad_weight,     # IN/OUT (R, S, C/groups, K)
-                                        ConvGeometry geom, Py_ssize_t chunk_rows, int n_threads) noexcept nogil
+# and grad_weight must be zero-filled (accumulated into), see conv_direct.grad_weight_nhwc_tiled. Returns 0, or
+# -1 where its workspace (a chunk's packed output gradient) could not be allocated.
+cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, padded K)
+                                       const floating[:, :, :, ::1] x,         # IN  (N, H, W, C)
+                                       floating[:, :, :, ::1] grad_weight,     # IN/OUT (R, S, C/groups, K)
+                                       ConvGeometry geom, Py_ssize_t chunk_rows, int n_threads) noexcept nogil
 
 # grad_input: each input pixel gathers from the output pixels it fed, so every element has one owner.
 cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,  # IN  (N, Ho, Wo, K)

@@ -381,31 +381,49 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         free(bias_row)
 
 
-cdef inline void grad_weight_tile(const floating[:, :, :, ::1] grad_out, const floating* x0, floating* grad_flat,
-                                  ConvGeometry geom, Py_ssize_t row0, Py_ssize_t row1, Py_ssize_t item,
-                                  bint across_taps, Py_ssize_t n_rtiles, Py_ssize_t n_ctiles,
+cdef inline void pack_grad_out_rows(const floating[:, :, :, ::1] grad_out, Py_ssize_t row0, Py_ssize_t row1,
+                                    Py_ssize_t chunk_row0, Py_ssize_t chunk_pixels, floating* panels,
+                                    Py_ssize_t lanes) noexcept nogil:
+    # Output-gradient rows [row0, row1) of a chunk starting at chunk_row0 into the chunk's panels: one per block
+    # of lanes, (chunk_pixels, lanes) row-major, so the tile reads each block's pixels contiguously.
+    cdef Py_ssize_t Ho = grad_out.shape[1], Wo = grad_out.shape[2], n_blocks = grad_out.shape[3] // lanes
+    cdef Py_ssize_t row, n, ho, wo, b
+    cdef floating* dst
+    for row in range(row0, row1):
+        n = row // Ho
+        ho = row - n * Ho
+        for wo in range(Wo):
+            dst = panels + ((row - chunk_row0) * Wo + wo) * lanes
+            for b in range(n_blocks):
+                memcpy(dst + b * chunk_pixels * lanes, &grad_out[n, ho, wo, b * lanes], lanes * sizeof(floating))
+
+
+cdef inline void grad_weight_tile(const floating* x0, const floating* panels, Py_ssize_t chunk_pixels,
+                                  floating* grad_flat, ConvGeometry geom, Py_ssize_t row0, Py_ssize_t row1,
+                                  Py_ssize_t item, bint across_taps, Py_ssize_t n_rtiles, Py_ssize_t n_ctiles,
                                   const floating** aptrs, const floating** bptrs, Py_ssize_t* row_offsets,
-                                  floating* scratch, int isa, int wide) noexcept nogil:
-    # One work item (group, tile of gradient rows, block of output channels) over output rows [row0, row1):
-    # adds their contribution to its tile of grad_flat, (R * S * Cg, K) row-major.
+                                  Py_ssize_t* tap_pixels, floating* xpack, floating* scratch, int isa,
+                                  int wide) noexcept nogil:
+    # One work item (group, tile of gradient rows) over output rows [row0, row1) of a chunk whose output gradient
+    # is packed in `panels` (see pack_grad_out_rows): adds their contribution to its rows of grad_flat,
+    # (R * S * Cg, K) row-major, one block of output channels after another.
+    # With more than one block, the tile's input values are first gathered into xpack, (pixels, WB) row-major,
+    # then read contiguously by every block (on vgg_conv4_2, strided reads of both operands from L2 held the
+    # tile to ~140 GFLOP/s a core; packed, ~190).
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
     cdef Py_ssize_t WB = fc_tile_pixels(isa, wide), KB = fc_tile_lanes(isa, sizeof(floating), wide)
     cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
-    cdef Py_ssize_t K_padded = grad_out.shape[3]
     cdef Py_ssize_t n_grad_rows = R * S * Cg
-    cdef Py_ssize_t rest, g, r, s, rt, kb, q0, nq, q, k0, kw, j, k, row, n, ho, ih, x_offset
-    cdef Py_ssize_t offset_w, wo_lo, wo_hi, n_taps, c_src
-    cdef bint full
+    cdef Py_ssize_t g, r, s, rt, kb, q0, nq, q, k0, kw, j, k, t, row, n, ho, ih, x_offset, count, a_step
+    cdef Py_ssize_t offset_w, wo_lo, wo_hi, wo, n_taps, c_src, x_step, o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0
+    cdef bint full, pack_x = n_kblocks > 2
     cdef floating* dst
-    kb = item % n_kblocks
-    rest = item // n_kblocks
-    rt = rest % n_rtiles
-    g = rest // n_rtiles
-    k0 = g * Kg + kb * KB
-    kw = Kg - kb * KB
-    if kw > KB:
-        kw = KB
+    cdef floating* packed_row
+    cdef const floating* src
+    cdef const floating* panel
+    rt = item % n_rtiles
+    g = item // n_rtiles
     # This tile's gradient rows are q0 .. q0 + nq - 1 of HWIO flattened to (R * S * Cg, K).
     if across_taps:
         q0 = rt * WB
@@ -425,70 +443,115 @@ cdef inline void grad_weight_tile(const floating[:, :, :, ::1] grad_out, const f
         nq = WB
     if wo_hi <= wo_lo:
         return
-    for j in range(WB):
-        # Rows past the tile's last real one repeat its first; their results are discarded.
-        q = q0 + j if j < nq else q0
-        c_src = q % Cg
-        row_offsets[j] = ((q // (Cg * S)) * geom.dilation_h * geom.in_w
-                          + ((q // Cg) % S) * geom.dilation_w) * C + c_src
-        if not across_taps:
-            row_offsets[j] = row_offsets[j] - r * geom.dilation_h * geom.in_w * C
+    count = wo_hi - wo_lo
+    # Rows past the tile's last real one repeat its first; their results are discarded. (No division in the
+    # per-tap case: it runs for every item.)
+    if across_taps:
+        for j in range(WB):
+            q = q0 + j if j < nq else q0
+            row_offsets[j] = ((q // (Cg * S)) * geom.dilation_h * geom.in_w
+                              + ((q // Cg) % S) * geom.dilation_w) * C + q % Cg
+    else:
+        c_src = (rt % n_ctiles) * WB
+        for j in range(WB):
+            row_offsets[j] = s * geom.dilation_w * C + c_src + (j if j < nq else 0)
+    x_step = geom.stride_w * C
+    if pack_x and WB == 6:
+        o0 = row_offsets[0]
+        o1 = row_offsets[1]
+        o2 = row_offsets[2]
+        o3 = row_offsets[3]
+        o4 = row_offsets[4]
+        o5 = row_offsets[5]
     n_taps = 0
+    n = row0 // Ho
+    ho = row0 - n * Ho - 1
     for row in range(row0, row1):
-        n = row // Ho
-        ho = row - n * Ho
+        ho = ho + 1
+        if ho == Ho:
+            ho = 0
+            n = n + 1
         ih = ho * geom.stride_h - geom.pad_top + r * geom.dilation_h
         if ih < 0 or ih >= geom.in_h:
             continue
         # Input pixel of output (n, ho, wo_lo) at tap (r, 0) of this group (tap r's row in the per-tap tiles,
         # r = 0 across taps); each row's offset adds its own tap and channel.
         x_offset = ((n * geom.in_h + ih) * geom.in_w + wo_lo * geom.stride_w - geom.pad_left) * C + g * Cg
-        for j in range(WB):
-            aptrs[n_taps * WB + j] = x0 + (x_offset + row_offsets[j])
-        bptrs[n_taps] = &grad_out[n, ho, wo_lo, (g * n_kblocks + kb) * KB]
+        if pack_x:
+            packed_row = xpack + n_taps * count * WB
+            if WB == 6:  # (the wide tile's rows, spelled out: a loop of 6 ran at half the speed)
+                for wo in range(count):
+                    src = x0 + (x_offset + wo * x_step)
+                    dst = packed_row + wo * 6
+                    dst[0] = src[o0]
+                    dst[1] = src[o1]
+                    dst[2] = src[o2]
+                    dst[3] = src[o3]
+                    dst[4] = src[o4]
+                    dst[5] = src[o5]
+            else:
+                for wo in range(count):
+                    src = x0 + (x_offset + wo * x_step)
+                    for j in range(WB):
+                        packed_row[wo * WB + j] = src[row_offsets[j]]
+            for j in range(WB):
+                aptrs[n_taps * WB + j] = packed_row + j
+        else:
+            for j in range(WB):
+                aptrs[n_taps * WB + j] = x0 + (x_offset + row_offsets[j])
+        tap_pixels[n_taps] = (row - row0) * Wo + wo_lo
         n_taps = n_taps + 1
     if n_taps == 0:
         return
-    full = nq == WB and kw == KB
-    if full:
-        dst = grad_flat + q0 * K + k0
-    else:
-        for j in range(WB):
-            for k in range(KB):
-                scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
-        dst = scratch
-    run_tile(n_taps, aptrs, 0, geom.stride_w * C, bptrs, K_padded, wo_hi - wo_lo, dst, K if full else KB, isa,
-             wide)
-    if not full:
-        for j in range(nq):
-            for k in range(kw):
-                grad_flat[(q0 + j) * K + k0 + k] = scratch[j * KB + k]
+    a_step = WB if pack_x else x_step
+    for kb in range(n_kblocks):
+        k0 = g * Kg + kb * KB
+        kw = Kg - kb * KB
+        if kw > KB:
+            kw = KB
+        panel = panels + (g * n_kblocks + kb) * chunk_pixels * KB
+        for t in range(n_taps):
+            bptrs[t] = panel + tap_pixels[t] * KB
+        full = nq == WB and kw == KB
+        if full:
+            dst = grad_flat + q0 * K + k0
+        else:
+            for j in range(WB):
+                for k in range(KB):
+                    scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
+            dst = scratch
+        run_tile(n_taps, aptrs, 0, a_step, bptrs, KB, count, dst, K if full else KB, isa, wide)
+        if not full:
+            for j in range(nq):
+                for k in range(kw):
+                    grad_flat[(q0 + j) * K + k0 + k] = scratch[j * KB + k]
 
 
-cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
-                                        const floating[:, :, :, ::1] x,
-                                        floating[:, :, :, ::1] grad_weight,
-                                        ConvGeometry geom, Py_ssize_t chunk_rows, int n_threads) noexcept nogil:
-    # Work item = (group, tile of gradient rows, block of output channels): it owns that tile of the gradient,
-    # accumulated in registers over every output pixel of a chunk of output rows. Chunks (sized to stay in
-    # cache) run one after another, so each element sums in the same order whatever the thread count.
+cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
+                                       const floating[:, :, :, ::1] x,
+                                       floating[:, :, :, ::1] grad_weight,
+                                       ConvGeometry geom, Py_ssize_t chunk_rows, int n_threads) noexcept nogil:
+    # Work item = (group, tile of gradient rows): it owns those rows of the gradient, accumulated in registers
+    # over every output pixel of a chunk of output rows, one block of output channels at a time. Chunks (sized to
+    # stay in cache) run one after another, so each element sums in the same order whatever the thread count;
+    # each chunk's output gradient is first packed into panels (pack_grad_out_rows), by all threads.
     # A gradient row is one (tap, input channel) of HWIO. Tiles take WB input channels of one tap; when every tap
     # of every output pixel lies inside the input (no padding reached) and a group has fewer channels than that,
     # tiles take WB consecutive rows of HWIO across taps instead (3 channels: 4 tiles for a 3x3 kernel, not 9).
     # grad_out's channel axis is padded to whole blocks of lanes per group (groups * k_blocks * lanes).
     #
     # A small gradient (at most SEGMENT_GRAD_BYTES) over many rows may instead be summed in SEGMENTS segments of
-    # consecutive output rows, in parallel (each in pieces of chunk_rows), each into its own zeroed partial
-    # gradient; the partials are then added in segment order. Each thread then streams only its segments'
-    # output gradient, once: with few gradient tiles per chunk (3 input channels: 2) every thread read the
-    # whole output gradient, and that stream bounded the call; with one tile, one thread did all the work.
-    # The choice and the segments depend on the shape only, so results do not depend on the thread count.
+    # consecutive output rows, in parallel (each in pieces of chunk_rows, packed by the thread that sums them),
+    # each into its own zeroed partial gradient; the partials are then added in segment order. Each thread then
+    # streams only its segments' output gradient, once: with few gradient tiles per chunk (3 input channels: 2)
+    # every thread read the whole output gradient, and that stream bounded the call; with one tile, one thread
+    # did all the work. The choice and the segments depend on the shape only, so results do not depend on the
+    # thread count. Returns -1 where a workspace (a chunk's panels, at most a few MiB) could not be allocated.
     cdef int isa = active_isa()
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
     cdef int wide = fc_tile_wide_for(isa, sizeof(floating), Kg)
     cdef Py_ssize_t WB = fc_tile_pixels(isa, wide), KB = fc_tile_lanes(isa, sizeof(floating), wide)
     cdef Py_ssize_t R = geom.kernel_h, S = geom.kernel_w, Ho = geom.out_h, Wo = geom.out_w
-    cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
     cdef Py_ssize_t n_ctiles = (Cg + WB - 1) // WB
     cdef Py_ssize_t n_grad_rows = R * S * Cg
     cdef bint all_taps_inside = (geom.pad_top == 0 and geom.pad_left == 0
@@ -496,33 +559,52 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                                  and (Wo - 1) * geom.stride_w + (S - 1) * geom.dilation_w < geom.in_w)
     cdef bint across_taps = all_taps_inside and (n_grad_rows + WB - 1) // WB < R * S * n_ctiles
     cdef Py_ssize_t n_rtiles = (n_grad_rows + WB - 1) // WB if across_taps else R * S * n_ctiles
-    cdef Py_ssize_t n_items = geom.groups * n_rtiles * n_kblocks
+    cdef Py_ssize_t n_items = geom.groups * n_rtiles
     cdef Py_ssize_t n_rows = geom.batch * Ho
     cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
     cdef Py_ssize_t grad_size = n_grad_rows * K
+    cdef Py_ssize_t panel_size = chunk_rows * Wo * grad_out.shape[3]
     cdef floating* grad_flat = &grad_weight[0, 0, 0, 0]
     cdef const floating* x0 = &x[0, 0, 0, 0]
-    cdef Py_ssize_t chunk, item, row0, row1, seg, e, seg_row0, seg_row1, seg_end, seg_item
+    cdef Py_ssize_t chunk, item, row, row0, row1, seg, e, seg_row0, seg_row1, seg_end, seg_item
     cdef floating total
     cdef floating* partials = NULL
+    cdef floating* shared_panels = NULL
     cdef floating* partial
+    cdef floating* own_panels
     cdef const floating** aptrs
     cdef const floating** bptrs
     cdef Py_ssize_t* row_offsets
+    cdef Py_ssize_t* tap_pixels
+    cdef floating* xpack
     cdef floating* scratch
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
 
     cdef Py_ssize_t grad_out_bytes = n_rows * Wo * grad_out.shape[3] * sizeof(floating)
     if (n_chunks >= SEGMENT_MIN_CHUNKS and grad_size * sizeof(floating) <= SEGMENT_GRAD_BYTES
-            and (n_items < SEGMENT_FEW_ITEMS or grad_out_bytes >= SEGMENT_STREAM_BYTES)):
+            and (n_items * ((Kg + KB - 1) // KB) < SEGMENT_FEW_ITEMS or grad_out_bytes >= SEGMENT_STREAM_BYTES)):
         partials = <floating*> malloc(SEGMENTS * grad_size * sizeof(floating))  # (if NULL: the chunk loop)
+    if partials == NULL:
+        shared_panels = <floating*> malloc(panel_size * sizeof(floating))
+        if shared_panels == NULL:
+            return -1
 
     with parallel(num_threads=n_threads):
         aptrs = <const floating**> malloc(chunk_rows * WB * sizeof(floating*))
         bptrs = <const floating**> malloc(chunk_rows * sizeof(floating*))
         row_offsets = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
+        tap_pixels = <Py_ssize_t*> malloc(chunk_rows * sizeof(Py_ssize_t))
+        xpack = <floating*> malloc(chunk_rows * Wo * WB * sizeof(floating))
         scratch = <floating*> malloc(WB * KB * sizeof(floating))
+        own_panels = NULL
         if partials != NULL:
+            own_panels = <floating*> malloc(panel_size * sizeof(floating))
+            if own_panels == NULL:
+                failed_flag[0] = 1
             for seg in prange(SEGMENTS, schedule="dynamic"):
+                if own_panels == NULL:
+                    continue
                 partial = partials + seg * grad_size
                 memset(partial, 0, grad_size * sizeof(floating))
                 seg_end = (seg + 1) * n_rows // SEGMENTS
@@ -531,9 +613,11 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                     seg_row1 = seg_row0 + chunk_rows
                     if seg_row1 > seg_end:
                         seg_row1 = seg_end
+                    pack_grad_out_rows(grad_out, seg_row0, seg_row1, seg_row0, chunk_rows * Wo, own_panels, KB)
                     for seg_item in range(n_items):
-                        grad_weight_tile(grad_out, x0, partial, geom, seg_row0, seg_row1, seg_item, across_taps,
-                                         n_rtiles, n_ctiles, aptrs, bptrs, row_offsets, scratch, isa, wide)
+                        grad_weight_tile(x0, own_panels, chunk_rows * Wo, partial, geom, seg_row0, seg_row1,
+                                         seg_item, across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets,
+                                         tap_pixels, xpack, scratch, isa, wide)
                     seg_row0 = seg_row1
             for e in prange(grad_size, schedule="static"):
                 total = 0
@@ -546,14 +630,22 @@ cdef void conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                 row1 = row0 + chunk_rows
                 if row1 > n_rows:
                     row1 = n_rows
+                for row in prange(row0, row1, schedule="static"):
+                    pack_grad_out_rows(grad_out, row, row + 1, row0, chunk_rows * Wo, shared_panels, KB)
                 for item in prange(n_items, schedule="static"):
-                    grad_weight_tile(grad_out, x0, grad_flat, geom, row0, row1, item, across_taps, n_rtiles,
-                                     n_ctiles, aptrs, bptrs, row_offsets, scratch, isa, wide)
+                    grad_weight_tile(x0, shared_panels, chunk_rows * Wo, grad_flat, geom, row0, row1, item,
+                                     across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets, tap_pixels,
+                                     xpack, scratch, isa, wide)
         free(aptrs)
         free(bptrs)
         free(row_offsets)
+        free(tap_pixels)
+        free(xpack)
         free(scratch)
+        free(own_panels)
     free(partials)
+    free(shared_panels)
+    return -1 if failed else 0
 
 
 cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
@@ -682,8 +774,12 @@ def grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out_padded, const f
                            int n_threads):
     """grad_out_padded: (N, Ho, Wo, groups * k_blocks * lanes), each group's channels zero-padded to whole blocks;
     grad_weight: HWIO, zero-filled (the kernel accumulates into it)."""
+    cdef int status
     with nogil:
-        conv2d_grad_weight_nhwc_tiled(grad_out_padded, x, grad_weight, geom, chunk_rows, n_threads)
+        status = conv2d_grad_weight_nhwc_tiled(grad_out_padded, x, grad_weight, geom, chunk_rows, n_threads)
+    if status != 0:
+        raise MemoryError("grad_weight_nhwc_tiled: no memory for the packed output gradient of a chunk "
+                          f"({chunk_rows} rows)")
 
 
 def grad_input_nhwc(const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] weight_t,
