@@ -398,15 +398,16 @@ cdef inline void pack_grad_out_rows(const floating[:, :, :, ::1] grad_out, Py_ss
                 memcpy(dst + b * chunk_pixels * lanes, &grad_out[n, ho, wo, b * lanes], lanes * sizeof(floating))
 
 
-cdef inline void grad_weight_tile(const floating* x0, const floating* panels, Py_ssize_t chunk_pixels,
-                                  floating* grad_flat, ConvGeometry geom, Py_ssize_t row0, Py_ssize_t row1,
+cdef inline void grad_weight_tile(const floating* x0, const floating* go, Py_ssize_t block_stride,
+                                  Py_ssize_t pixel_stride, Py_ssize_t pixel0, floating* grad_flat, ConvGeometry geom, Py_ssize_t row0, Py_ssize_t row1,
                                   Py_ssize_t item, bint across_taps, Py_ssize_t n_rtiles, Py_ssize_t n_ctiles,
                                   const floating** aptrs, const floating** bptrs, Py_ssize_t* row_offsets,
                                   Py_ssize_t* tap_pixels, floating* xpack, floating* scratch, int isa,
                                   int wide) noexcept nogil:
-    # One work item (group, tile of gradient rows) over output rows [row0, row1) of a chunk whose output gradient
-    # is packed in `panels` (see pack_grad_out_rows): adds their contribution to its rows of grad_flat,
-    # (R * S * Cg, K) row-major, one block of output channels after another.
+    # One work item (group, tile of gradient rows) over output rows [row0, row1): adds their contribution to its
+    # rows of grad_flat, (R * S * Cg, K) row-major, one block of output channels after another. Block b's lanes
+    # of output pixel p (flat over N, Ho, Wo) are at go + b * block_stride + (p - pixel0) * pixel_stride: the
+    # chunk's panels (see pack_grad_out_rows) or the padded output gradient itself.
     # With more than one block, the tile's input values are first gathered into xpack, (pixels, WB) row-major,
     # then read contiguously by every block (on vgg_conv4_2, strided reads of both operands from L2 held the
     # tile to ~140 GFLOP/s a core; packed, ~190).
@@ -499,7 +500,7 @@ cdef inline void grad_weight_tile(const floating* x0, const floating* panels, Py
         else:
             for j in range(WB):
                 aptrs[n_taps * WB + j] = x0 + (x_offset + row_offsets[j])
-        tap_pixels[n_taps] = (row - row0) * Wo + wo_lo
+        tap_pixels[n_taps] = row * Wo + wo_lo - pixel0
         n_taps = n_taps + 1
     if n_taps == 0:
         return
@@ -509,9 +510,9 @@ cdef inline void grad_weight_tile(const floating* x0, const floating* panels, Py
         kw = Kg - kb * KB
         if kw > KB:
             kw = KB
-        panel = panels + (g * n_kblocks + kb) * chunk_pixels * KB
+        panel = go + (g * n_kblocks + kb) * block_stride
         for t in range(n_taps):
-            bptrs[t] = panel + tap_pixels[t] * KB
+            bptrs[t] = panel + tap_pixels[t] * pixel_stride
         full = nq == WB and kw == KB
         if full:
             dst = grad_flat + q0 * K + k0
@@ -520,7 +521,7 @@ cdef inline void grad_weight_tile(const floating* x0, const floating* panels, Py
                 for k in range(KB):
                     scratch[j * KB + k] = grad_flat[(q0 + j) * K + k0 + k] if (j < nq and k < kw) else 0
             dst = scratch
-        run_tile(n_taps, aptrs, 0, a_step, bptrs, KB, count, dst, K if full else KB, isa, wide)
+        run_tile(n_taps, aptrs, 0, a_step, bptrs, pixel_stride, count, dst, K if full else KB, isa, wide)
         if not full:
             for j in range(nq):
                 for k in range(kw):
@@ -533,8 +534,11 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                                        ConvGeometry geom, Py_ssize_t chunk_rows, int n_threads) noexcept nogil:
     # Work item = (group, tile of gradient rows): it owns those rows of the gradient, accumulated in registers
     # over every output pixel of a chunk of output rows, one block of output channels at a time. Chunks (sized to
-    # stay in cache) run one after another, so each element sums in the same order whatever the thread count;
-    # each chunk's output gradient is first packed into panels (pack_grad_out_rows), by all threads.
+    # stay in cache) run one after another, so each element sums in the same order whatever the thread count.
+    # With more than one block of lanes per group, each chunk's output gradient is first packed into panels
+    # (pack_grad_out_rows), by all threads: at 512 lanes a pixel's block lay 2 KiB from the next one's, and the
+    # tile's reads of it missed L1 (vgg_conv4_2 +13%, small_c4 +9%, 2 threads). With one block (64 channels) the
+    # rows are 256 bytes apart, and the packing pass only cost: read in place (resnet_stem -19%, vgg_conv1_2 -8%).
     # A gradient row is one (tap, input channel) of HWIO. Tiles take WB input channels of one tap; when every tap
     # of every output pixel lies inside the input (no padding reached) and a group has fewer channels than that,
     # tiles take WB consecutive rows of HWIO across taps instead (3 channels: 4 tiles for a 3x3 kernel, not 9).
@@ -563,7 +567,11 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t n_rows = geom.batch * Ho
     cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
     cdef Py_ssize_t grad_size = n_grad_rows * K
-    cdef Py_ssize_t panel_size = chunk_rows * Wo * grad_out.shape[3]
+    cdef Py_ssize_t K_padded = grad_out.shape[3]
+    cdef bint use_panels = (Kg + KB - 1) // KB > 1
+    cdef Py_ssize_t panel_size = chunk_rows * Wo * K_padded
+    cdef Py_ssize_t chunk_pixels = chunk_rows * Wo
+    cdef const floating* go_flat = &grad_out[0, 0, 0, 0]
     cdef floating* grad_flat = &grad_weight[0, 0, 0, 0]
     cdef const floating* x0 = &x[0, 0, 0, 0]
     cdef Py_ssize_t chunk, item, row, row0, row1, seg, e, seg_row0, seg_row1, seg_end, seg_item
@@ -585,7 +593,7 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     if (n_chunks >= SEGMENT_MIN_CHUNKS and grad_size * sizeof(floating) <= SEGMENT_GRAD_BYTES
             and (n_items * ((Kg + KB - 1) // KB) < SEGMENT_FEW_ITEMS or grad_out_bytes >= SEGMENT_STREAM_BYTES)):
         partials = <floating*> malloc(SEGMENTS * grad_size * sizeof(floating))  # (if NULL: the chunk loop)
-    if partials == NULL:
+    if partials == NULL and use_panels:
         shared_panels = <floating*> malloc(panel_size * sizeof(floating))
         if shared_panels == NULL:
             return -1
@@ -599,11 +607,12 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
         scratch = <floating*> malloc(WB * KB * sizeof(floating))
         own_panels = NULL
         if partials != NULL:
-            own_panels = <floating*> malloc(panel_size * sizeof(floating))
-            if own_panels == NULL:
-                failed_flag[0] = 1
-            for seg in prange(SEGMENTS, schedule="dynamic"):
+            if use_panels:
+                own_panels = <floating*> malloc(panel_size * sizeof(floating))
                 if own_panels == NULL:
+                    failed_flag[0] = 1
+            for seg in prange(SEGMENTS, schedule="dynamic"):
+                if use_panels and own_panels == NULL:
                     continue
                 partial = partials + seg * grad_size
                 memset(partial, 0, grad_size * sizeof(floating))
@@ -613,11 +622,17 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                     seg_row1 = seg_row0 + chunk_rows
                     if seg_row1 > seg_end:
                         seg_row1 = seg_end
-                    pack_grad_out_rows(grad_out, seg_row0, seg_row1, seg_row0, chunk_rows * Wo, own_panels, KB)
+                    if use_panels:
+                        pack_grad_out_rows(grad_out, seg_row0, seg_row1, seg_row0, chunk_pixels, own_panels, KB)
                     for seg_item in range(n_items):
-                        grad_weight_tile(x0, own_panels, chunk_rows * Wo, partial, geom, seg_row0, seg_row1,
-                                         seg_item, across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets,
-                                         tap_pixels, xpack, scratch, isa, wide)
+                        if use_panels:
+                            grad_weight_tile(x0, own_panels, chunk_pixels * KB, KB, seg_row0 * Wo, partial, geom,
+                                             seg_row0, seg_row1, seg_item, across_taps, n_rtiles, n_ctiles, aptrs,
+                                             bptrs, row_offsets, tap_pixels, xpack, scratch, isa, wide)
+                        else:
+                            grad_weight_tile(x0, go_flat, KB, K_padded, 0, partial, geom, seg_row0, seg_row1,
+                                             seg_item, across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets,
+                                             tap_pixels, xpack, scratch, isa, wide)
                     seg_row0 = seg_row1
             for e in prange(grad_size, schedule="static"):
                 total = 0
@@ -630,12 +645,18 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                 row1 = row0 + chunk_rows
                 if row1 > n_rows:
                     row1 = n_rows
-                for row in prange(row0, row1, schedule="static"):
-                    pack_grad_out_rows(grad_out, row, row + 1, row0, chunk_rows * Wo, shared_panels, KB)
-                for item in prange(n_items, schedule="static"):
-                    grad_weight_tile(x0, shared_panels, chunk_rows * Wo, grad_flat, geom, row0, row1, item,
-                                     across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets, tap_pixels,
-                                     xpack, scratch, isa, wide)
+                if use_panels:
+                    for row in prange(row0, row1, schedule="static"):
+                        pack_grad_out_rows(grad_out, row, row + 1, row0, chunk_pixels, shared_panels, KB)
+                    for item in prange(n_items, schedule="static"):
+                        grad_weight_tile(x0, shared_panels, chunk_pixels * KB, KB, row0 * Wo, grad_flat, geom,
+                                         row0, row1, item, across_taps, n_rtiles, n_ctiles, aptrs, bptrs,
+                                         row_offsets, tap_pixels, xpack, scratch, isa, wide)
+                else:
+                    for item in prange(n_items, schedule="static"):
+                        grad_weight_tile(x0, go_flat, KB, K_padded, 0, grad_flat, geom, row0, row1, item,
+                                         across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets, tap_pixels,
+                                         xpack, scratch, isa, wide)
         free(aptrs)
         free(bptrs)
         free(row_offsets)
