@@ -82,6 +82,9 @@ def _fastconv_step(layer, pass_, data_format):
         def step():
             return fc.max_pool2d(x, k, **opts)
     else:
+        # one-byte window positions where they apply (channels_last), as fastconv's layers use
+        opts["index_format"] = "window" if data_format == "channels_last" else "flat"
+
         def step():
             y, idx = fc.max_pool2d(x, k, return_indices=True, **opts)
             gx = fc.max_pool2d_grad(gy, idx, x.shape, pool_size=k, **opts)

@@ -121,6 +121,22 @@ def algorithm(value):
     return value
 
 
+def index_format(value, channels_last, kernel_cells):
+    """max-pool indices: "flat" (int64 h * W + w in the plane) or "window" (uint8 position in the window,
+    channels_last and windows of at most 256 cells). Returns True for "window"."""
+    if not isinstance(value, str):
+        raise TypeError(f'index_format must be the string "flat" or "window"; received index_format={value!r}')
+    if value not in ("flat", "window"):
+        raise ValueError(f'index_format must be "flat" or "window"; received index_format={value!r}')
+    if value == "window" and not channels_last:
+        raise ValueError('index_format="window" is for data_format="channels_last" only; received '
+                         'data_format="channels_first"')
+    if value == "window" and kernel_cells > 256:
+        raise ValueError(f'index_format="window" holds positions in uint8, for windows of at most 256 cells; '
+                         f'received a pool window of {kernel_cells} cells')
+    return value == "window"
+
+
 def flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool; received {name}={value!r}")

@@ -427,7 +427,7 @@ def conv2d_grad_bias(grad_output, *, data_format="channels_last"):
 
 @reusing_blocks
 def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False, data_format="channels_last",
-               return_indices=False):
+               return_indices=False, index_format="flat"):
     """2-D max-pooling.
 
     Parameters
@@ -442,12 +442,17 @@ def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
         Round the output size up (PyTorch's rule: the last window must start inside the input or left padding).
     data_format : "channels_last" or "channels_first"
     return_indices : bool
-        Also return, per output cell, the flat index ``h * W + w`` of the winner in its input plane (int64).
+        Also return, per output cell, where its winner lies.
+    index_format : "flat" or "window"
+        How ``indices`` says it: "flat", the index ``h * W + w`` of the winner in its input plane (int64, as
+        PyTorch's); "window", its position ``dy * pool_w + dx`` in its own window, padded cells counted (uint8:
+        8x less memory to write and read back, what the layers use; channels_last, windows of at most 256 cells).
+        ``max_pool2d_grad`` must be given the same ``index_format``.
 
     Returns
     -------
     out : ndarray
-    indices : ndarray of int64, only with ``return_indices=True``
+    indices : ndarray of int64 ("flat") or uint8 ("window"), only with ``return_indices=True``
 
     Examples
     --------
@@ -464,20 +469,27 @@ def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
     x_arr = check.array(x, "x", 4)
     problem = pool_problem(x_arr.shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                            channels_last=channels_last)
+    window = check.index_format(index_format, channels_last, problem.pool_size[0] * problem.pool_size[1])
     dtype = _common_dtype({"x": x_arr})
-    check.allocation(problem.output_shape, np.int64 if return_indices else dtype, "max_pool2d's output",
+    index_dtype = np.uint8 if window else np.int64
+    check.allocation(problem.output_shape, np.result_type(index_dtype, dtype) if return_indices else dtype,
+                     "max_pool2d's output",
                      f"x with shape {x_arr.shape}, pool_size={pool_size!r}, stride={stride!r}, padding={padding!r}")
     out = np.empty(problem.output_shape, dtype=dtype)
-    indices = np.empty(problem.output_shape, dtype=np.int64) if return_indices else None
+    indices = np.empty(problem.output_shape, dtype=index_dtype) if return_indices else None
     if out.size:
-        pooling.forward(check.contiguous(x_arr, dtype), out, indices, problem.geometry, channels_last,
-                        threads_for_bytes(x_arr.size * np.dtype(dtype).itemsize))
+        xc = check.contiguous(x_arr, dtype)
+        n_threads = threads_for_bytes(x_arr.size * np.dtype(dtype).itemsize)
+        if return_indices and window:
+            pooling.forward_window(xc, out, indices, problem.geometry, n_threads)
+        else:
+            pooling.forward(xc, out, indices, problem.geometry, channels_last, n_threads)
     return (out, indices) if return_indices else out
 
 
 @reusing_blocks
 def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=None, padding="valid",
-                    ceil_mode=False, data_format="channels_last", out=None):
+                    ceil_mode=False, data_format="channels_last", index_format="flat", out=None):
     """Gradient of ``max_pool2d``: each ``grad_output`` cell added onto its window's winning input cell.
 
     Parameters
@@ -489,7 +501,10 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
     input_shape : tuple of 4 ints
         Shape of the forward input.
     pool_size, stride, padding, ceil_mode, data_format
-        As in the forward call (used to check the shapes).
+        As in the forward call (used to check the shapes, and with "window" indices to place them).
+    index_format : "flat" or "window"
+        As in the forward call. "window" indices must be uint8, and each must name a cell of its window inside
+        the input (ValueError otherwise).
     out : ndarray, optional
         Exact shape ``input_shape`` and grad_output's dtype, writable, C-contiguous, not overlapping an input;
         overwritten entirely.
@@ -517,33 +532,44 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
     if go.shape != problem.output_shape:
         raise ValueError(f"grad_output must have shape {problem.output_shape}, the pooled shape of "
                          f"input_shape={input_shape}; received grad_output with shape {go.shape}")
+    window = check.index_format(index_format, channels_last, problem.pool_size[0] * problem.pool_size[1])
     idx = np.asarray(indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer array; received indices with dtype={idx.dtype}")
+    if window and idx.dtype != np.uint8:
+        raise TypeError(f'indices must be uint8 with index_format="window" (max_pool2d\'s window positions); '
+                        f"received indices with dtype={idx.dtype}")
     if idx.shape != go.shape:
         raise ValueError(f"indices must have the shape of grad_output {go.shape}; received indices with shape "
                          f"{idx.shape}")
     dtype = _common_dtype({"grad_output": go})
-    idx64 = np.ascontiguousarray(idx, dtype=np.int64)
+    idx_c = np.ascontiguousarray(idx, dtype=np.uint8 if window else np.int64)
     if out is not None:
-        result = check.output_buffer(out, input_shape, dtype, {"grad_output": go, "indices": idx64})
+        result = check.output_buffer(out, input_shape, dtype, {"grad_output": go, "indices": idx_c})
     else:
         check.allocation(input_shape, dtype, "max_pool2d_grad's result", f"input_shape={input_shape}")
         result = np.empty(input_shape, dtype=dtype)
     if result.size == 0:
         return result
     go = check.contiguous(go, dtype)
-    n_threads = threads_for_bytes(8 * idx64.size + np.dtype(dtype).itemsize * result.size)
+    n_threads = threads_for_bytes(idx_c.nbytes + np.dtype(dtype).itemsize * result.size)
+    if window:
+        if not pooling.backward_window(go, idx_c, result, problem.geometry, n_threads):
+            raise ValueError(f"indices must name, for each grad_output cell, a cell of its own "
+                             f"{problem.pool_size[0]}x{problem.pool_size[1]} window inside the input "
+                             f'(max_pool2d\'s index_format="window" positions); received values up to '
+                             f"{int(idx_c.max())}")
+        return result
     # channels_last gathers: it reads indices only to compare them, so it needs no range check, and it reports
     # whether every index lay inside its own window, as indices from max_pool2d do. Other indices, and
     # channels_first (whose plane-wise scatter is fast), take the scatter.
-    if channels_last and pooling.backward_windowed(go, idx64, result, problem.geometry, n_threads):
+    if channels_last and pooling.backward_windowed(go, idx_c, result, problem.geometry, n_threads):
         return result
     plane = problem.in_h * problem.in_w
-    if not pooling.indices_in_range(idx64.reshape(-1), plane, n_threads):
+    if not pooling.indices_in_range(idx_c.reshape(-1), plane, n_threads):
         raise ValueError(f"indices must lie in [0, {plane}) (flat positions in a {problem.in_h}x{problem.in_w} "
                          f"plane); received indices from {idx.min()} to {idx.max()}")
-    pooling.backward_scatter(go, idx64, result, channels_last, n_threads)
+    pooling.backward_scatter(go, idx_c, result, channels_last, n_threads)
     return result
 
 

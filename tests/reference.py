@@ -318,7 +318,7 @@ def max_pool2d(x, pool_size=2, stride=None, padding="valid", ceil_mode=False, da
 
     ``indices`` (int64, the output's shape) holds the flat index ``h * W + w`` of the winning cell in its input
     plane.  Window cells are visited in row-major order; a cell replaces the current winner when it is larger, or
-    when it is NaN and the winner is not (so the first maximum wins ties, and the first NaN wins and propagates).
+    when it is NaN (so the first maximum wins ties, and the last NaN wins and propagates: PyTorch's rule).
     Padded cells never win, even against -inf.
     """
     xc = to_channels_first(x, data_format)
@@ -340,7 +340,7 @@ def max_pool2d(x, pool_size=2, stride=None, padding="valid", ceil_mode=False, da
             v = xp[:, :, hs, ws]
             idx = np.broadcast_to(flat[hs, ws], v.shape)
             real = idx >= 0
-            take = real & ((best_idx < 0) | (v > best) | (np.isnan(v) & ~np.isnan(best)))
+            take = real & ((best_idx < 0) | (v > best) | np.isnan(v))
             best = np.where(take, v, best)
             best_idx = np.where(take, idx, best_idx)
     if (best_idx < 0).any():

@@ -84,11 +84,18 @@ class MaxPooling2D(_Pooling2D):
     def _options(self):
         return dict(stride=self.strides, padding=self.padding, data_format=self.data_format)
 
+    def _index_options(self):
+        # Window positions (1 byte per output cell, not 8) wherever they apply: channels_last, windows of at
+        # most 256 cells. Both passes must agree.
+        cells = self.pool_size[0] * self.pool_size[1]
+        window = self.data_format == "channels_last" and cells <= 256
+        return dict(self._options(), index_format="window" if window else "flat")
+
     def call(self, x, training=False):
         if not self._keep_state(training):
             self._cache = None
             return F.max_pool2d(x, self.pool_size, **self._options())
-        out, indices = F.max_pool2d(x, self.pool_size, return_indices=True, **self._options())
+        out, indices = F.max_pool2d(x, self.pool_size, return_indices=True, **self._index_options())
         self._cache = (x.shape, indices, out)
         return out
 
@@ -98,7 +105,7 @@ class MaxPooling2D(_Pooling2D):
             return None, []
         grad = F.max_pool2d_grad(np.ascontiguousarray(grad_output, dtype=self.dtype), indices, input_shape,
                                  pool_size=self.pool_size, out=self._recycled("grad", input_shape, self.dtype),
-                                 **self._options())
+                                 **self._index_options())
         return self._keep_for_reuse("grad", grad), []
 
     def backward_through_relu(self, grad_output):
@@ -112,7 +119,7 @@ class MaxPooling2D(_Pooling2D):
         grad_output = np.ascontiguousarray(grad_output, dtype=self.dtype)
         masked = activations.relu_grad(grad_output, out)
         grad = F.max_pool2d_grad(masked, indices, input_shape, pool_size=self.pool_size,
-                                 out=self._recycled("grad", input_shape, self.dtype), **self._options())
+                                 out=self._recycled("grad", input_shape, self.dtype), **self._index_options())
         return self._keep_for_reuse("grad", grad)
 
 

@@ -293,6 +293,10 @@ TABLE = [
             "count_include_pad must be a bool; received count_include_pad=None"),
         Row(("max_pool2d", "global_max_pool2d"), "return_indices=0", TypeError,
             "return_indices must be a bool; received return_indices=0"),
+        Row(("max_pool2d", "max_pool2d_grad"), "index_format='byte'", ValueError,
+            "index_format must be \"flat\" or \"window\"; received index_format='byte'"),
+        Row(("max_pool2d", "max_pool2d_grad"), "index_format=1", TypeError,
+            "index_format must be the string \"flat\" or \"window\"; received index_format=1"),
         Row(LAYOUTS, "data_format='NHWC'", ValueError,
             "data_format must be \"channels_last\" or \"channels_first\"; received data_format='NHWC'"),
         Row(LAYOUTS, "data_format=None", TypeError,
@@ -331,11 +335,18 @@ TABLE = [
             "grad_output"),
     ]),
     Section("Indices", "`indices` (max_pool2d_grad, global_max_pool2d_grad) are integers of grad_output's shape, each "
-            "a flat position `h * W + w` inside its (H, W) plane.", [
+            "a flat position `h * W + w` inside its (H, W) plane; with `index_format='window'` (max_pool2d_grad), uint8 "
+            "positions `dy * pool_w + dx` inside each window, each naming a cell inside the input.", [
         Row(("max_pool2d_grad",), "indices=Z(1, 3, 3, 3)", TypeError,
             "indices must be an integer array; received indices with dtype=float64"),
         Row(("global_max_pool2d_grad",), "indices=Z(1, 3, dtype='float32')", TypeError,
             "indices must be an integer array; received indices with dtype=float32"),
+        Row(("max_pool2d_grad",), "index_format='window'", TypeError,
+            "indices must be uint8 with index_format=\"window\" (max_pool2d's window positions); received indices "
+            "with dtype=int64"),
+        Row(("max_pool2d_grad",), "index_format='window', indices=np.full((1, 3, 3, 3), 4, np.uint8)", ValueError,
+            "indices must name, for each grad_output cell, a cell of its own 2x2 window inside the input "
+            "(max_pool2d's index_format=\"window\" positions); received values up to 4"),
         Row(("max_pool2d_grad",), "indices=I(1, 3, 3, 2)", ValueError,
             "indices must have the shape of grad_output (1, 3, 3, 3); received indices with shape (1, 3, 3, 2)"),
         Row(("max_pool2d_grad",), "indices=INDEX_AT(36, 1, 3, 3, 3)", ValueError,

@@ -34,6 +34,11 @@ typedef void (*pr_max_row_f32)(const float *, float *, int64_t *, int32_t *, con
 typedef void (*pr_max_row_f64)(const double *, double *, int64_t *, int32_t *, const pr_dims *, pr_index);
 typedef int64_t (*pr_max_grad_row_f32)(const float *, const int64_t *, float *, const pr_dims *, pr_index);
 typedef int64_t (*pr_max_grad_row_f64)(const double *, const int64_t *, double *, const pr_dims *, pr_index);
+/* The same with window positions (uint8) for indices. */
+typedef void (*pr_max_row_w_f32)(const float *, float *, uint8_t *, int32_t *, const pr_dims *, pr_index);
+typedef void (*pr_max_row_w_f64)(const double *, double *, uint8_t *, int32_t *, const pr_dims *, pr_index);
+typedef int64_t (*pr_max_grad_row_w_f32)(const float *, const uint8_t *, float *, const pr_dims *, pr_index);
+typedef int64_t (*pr_max_grad_row_w_f64)(const double *, const uint8_t *, double *, const pr_dims *, pr_index);
 
 #define PR_CAT_(a, b) a##_##b
 #define PR_CAT(a, b) PR_CAT_(a, b)
@@ -41,18 +46,18 @@ typedef int64_t (*pr_max_grad_row_f64)(const double *, const int64_t *, double *
 #define PR_ATTR
 #define PR_T float
 #define PR_NARROW 1
-#define PR_NAME pr_f32_baseline
-#include "pool_rows_impl.h"
+#define PR_BASE pr_f32_baseline
+#include "pool_rows_formats.h"
 #undef PR_T
 #undef PR_NARROW
-#undef PR_NAME
+#undef PR_BASE
 #define PR_T double
 #define PR_NARROW 0
-#define PR_NAME pr_f64_baseline
-#include "pool_rows_impl.h"
+#define PR_BASE pr_f64_baseline
+#include "pool_rows_formats.h"
 #undef PR_T
 #undef PR_NARROW
-#undef PR_NAME
+#undef PR_BASE
 #undef PR_ATTR
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -60,36 +65,36 @@ typedef int64_t (*pr_max_grad_row_f64)(const double *, const int64_t *, double *
 #define PR_ATTR __attribute__((target("avx2,fma")))
 #define PR_T float
 #define PR_NARROW 1
-#define PR_NAME pr_f32_avx2
-#include "pool_rows_impl.h"
+#define PR_BASE pr_f32_avx2
+#include "pool_rows_formats.h"
 #undef PR_T
 #undef PR_NARROW
-#undef PR_NAME
+#undef PR_BASE
 #define PR_T double
 #define PR_NARROW 0
-#define PR_NAME pr_f64_avx2
-#include "pool_rows_impl.h"
+#define PR_BASE pr_f64_avx2
+#include "pool_rows_formats.h"
 #undef PR_T
 #undef PR_NARROW
-#undef PR_NAME
+#undef PR_BASE
 #undef PR_ATTR
 
 /* 512-bit vectors asked for explicitly: gcc's generic tuning otherwise stops at 256 bits. */
 #define PR_ATTR __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
 #define PR_T float
 #define PR_NARROW 1
-#define PR_NAME pr_f32_avx512
-#include "pool_rows_impl.h"
+#define PR_BASE pr_f32_avx512
+#include "pool_rows_formats.h"
 #undef PR_T
 #undef PR_NARROW
-#undef PR_NAME
+#undef PR_BASE
 #define PR_T double
 #define PR_NARROW 0
-#define PR_NAME pr_f64_avx512
-#include "pool_rows_impl.h"
+#define PR_BASE pr_f64_avx512
+#include "pool_rows_formats.h"
 #undef PR_T
 #undef PR_NARROW
-#undef PR_NAME
+#undef PR_BASE
 #undef PR_ATTR
 #else
 #define PR_HAVE_X86_DISPATCH 0
@@ -107,5 +112,9 @@ static pr_max_row_f32 pr_max_row_for_f32(int isa) { return PR_PICK(isa, max_row,
 static pr_max_row_f64 pr_max_row_for_f64(int isa) { return PR_PICK(isa, max_row, f64); }
 static pr_max_grad_row_f32 pr_max_grad_row_for_f32(int isa) { return PR_PICK(isa, max_grad_row, f32); }
 static pr_max_grad_row_f64 pr_max_grad_row_for_f64(int isa) { return PR_PICK(isa, max_grad_row, f64); }
+static pr_max_row_w_f32 pr_max_row_w_for_f32(int isa) { return PR_PICK(isa, w_max_row, f32); }
+static pr_max_row_w_f64 pr_max_row_w_for_f64(int isa) { return PR_PICK(isa, w_max_row, f64); }
+static pr_max_grad_row_w_f32 pr_max_grad_row_w_for_f32(int isa) { return PR_PICK(isa, w_max_grad_row, f32); }
+static pr_max_grad_row_w_f64 pr_max_grad_row_w_for_f64(int isa) { return PR_PICK(isa, w_max_grad_row, f64); }
 
 #endif

@@ -1,10 +1,20 @@
-/* The channels_last max-pooling row kernels, instantiated once per (dtype, instruction set) by pool_rows.h.
- * Parameters (macros): PR_T element type, PR_NAME name prefix, PR_ATTR target attribute, PR_NARROW 1 where the
- * winner's position may be tracked in int32 lanes (float: same width as the values, so the select vectorises).
+/* The channels_last max-pooling row kernels, instantiated once per (dtype, instruction set, index format) by
+ * pool_rows.h. Parameters (macros): PR_T element type, PR_NAME name prefix, PR_ATTR target attribute, PR_NARROW 1
+ * where the winner's position may be tracked in int32 lanes (float: same width as the values, so the select
+ * vectorises), PR_WINDOW 0 for flat positions in the plane (h * W + w, int64), 1 for positions in the window
+ * (dy * kernel_w + dx, padded cells counted, uint8), PR_I the index type.
  *
  * Rules (pooling.pyx's): NaN beats any number and a later NaN takes the index; among equal maxima the first in
  * row-major window order wins; padded cells never win; a window's index starts at its first real cell. The loops
  * are branch-free selects over channels so that they vectorise. */
+
+/* The index of input cell (ih, iw) in the current window (max_row's h_start, w_start) or in the plane. */
+#undef PR_POSITION
+#if PR_WINDOW
+#define PR_POSITION(ih, iw) (((ih) - h_start) * d->kernel_w + ((iw) - w_start))
+#else
+#define PR_POSITION(ih, iw) ((ih) * W + (iw))
+#endif
 
 #if PR_NARROW
 typedef int32_t PR_CAT(PR_NAME, flat_t);
@@ -18,7 +28,7 @@ typedef int64_t PR_CAT(PR_NAME, flat_t);
  * pace. Inlined with a constant n_taps, so the tap loop unrolls and the channel loop vectorises. */
 PR_ATTR static inline __attribute__((always_inline)) void PR_CAT(PR_NAME, max_taps)(
     const PR_T *const *taps, const PR_CAT(PR_NAME, flat_t) *flat, int n_taps, PR_T *restrict best,
-    int64_t *restrict best_at, pr_index C)
+    PR_I *restrict best_at, pr_index C)
 {
     pr_index c;
     int t;
@@ -44,14 +54,14 @@ PR_ATTR static inline __attribute__((always_inline)) void PR_CAT(PR_NAME, max_ta
             w = take ? flat[t] : w;
         }
         best[c] = b;
-        best_at[c] = w;
+        best_at[c] = (PR_I)w;
     }
 }
 
 /* Forward, one output row `ho` of one image: out (and indices, when not NULL) of shape (out_w, channels).
  * `where`: scratch of `channels` int32, used when PR_NARROW and the plane has at most INT32_MAX cells. */
 PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *restrict out,
-                                             int64_t *restrict indices, int32_t *restrict where, const pr_dims *d,
+                                             PR_I *restrict indices, int32_t *restrict where, const pr_dims *d,
                                              pr_index ho)
 {
     const pr_index C = d->channels, W = d->in_w;
@@ -66,7 +76,7 @@ PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *r
         const pr_index iw0 = w_start > 0 ? w_start : 0;
         const pr_index iw1 = w_start + d->kernel_w < W ? w_start + d->kernel_w : W;
         PR_T *restrict best = out + wo * C;
-        int64_t *restrict best_at = indices ? indices + wo * C : NULL;
+        PR_I *restrict best_at = indices ? indices + wo * C : NULL;
 
         const int n_taps = (int)((ih1 - ih0) * (iw1 - iw0));
         if ((n_taps == 4 || n_taps == 6 || n_taps == 9) && (narrow || !PR_NARROW || !indices)) {
@@ -76,7 +86,7 @@ PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *r
             for (ih = ih0; ih < ih1; ih++)
                 for (iw = iw0; iw < iw1; iw++, t++) {
                     taps[t] = image + (ih * W + iw) * C;
-                    flat[t] = (PR_CAT(PR_NAME, flat_t))(ih * W + iw);
+                    flat[t] = (PR_CAT(PR_NAME, flat_t))PR_POSITION(ih, iw);
                 }
             /* one call per constant, so that each inlined copy is specialised */
             if (n_taps == 4)
@@ -99,13 +109,13 @@ PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *r
                     }
                 }
         } else if (narrow) {
-            const int32_t first = (int32_t)(ih0 * W + iw0);
+            const int32_t first = (int32_t)PR_POSITION(ih0, iw0);
             for (c = 0; c < C; c++)
                 where[c] = first;
             for (ih = ih0; ih < ih1; ih++)
                 for (iw = iw0; iw < iw1; iw++) {
                     const PR_T *restrict xp = image + (ih * W + iw) * C;
-                    const int32_t flat = (int32_t)(ih * W + iw);
+                    const int32_t flat = (int32_t)PR_POSITION(ih, iw);
                     for (c = 0; c < C; c++) {
                         PR_T v = xp[c], b = best[c];
                         int take = (v > b) | (v != v);
@@ -114,15 +124,15 @@ PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *r
                     }
                 }
             for (c = 0; c < C; c++)
-                best_at[c] = where[c];
+                best_at[c] = (PR_I)where[c];
         } else {
-            const int64_t first = ih0 * W + iw0;
+            const PR_I first = (PR_I)PR_POSITION(ih0, iw0);
             for (c = 0; c < C; c++)
                 best_at[c] = first;
             for (ih = ih0; ih < ih1; ih++)
                 for (iw = iw0; iw < iw1; iw++) {
                     const PR_T *restrict xp = image + (ih * W + iw) * C;
-                    const int64_t flat = ih * W + iw;
+                    const PR_I flat = (PR_I)PR_POSITION(ih, iw);
                     for (c = 0; c < C; c++) {
                         PR_T v = xp[c], b = best[c];
                         int take = (v > b) | (v != v);
@@ -140,7 +150,7 @@ PR_ATTR static void PR_CAT(PR_NAME, max_row)(const PR_T *restrict image, PR_T *r
  * row. grad_out and indices are the image's (out_h, out_w, channels) arrays; grad_in the row (in_w, channels).
  * Returns how many (window, channel) pairs found their index in this row's cells: summed over all rows it equals
  * the number of grad_out cells exactly when every index lies inside its own window. */
-PR_ATTR static int64_t PR_CAT(PR_NAME, max_grad_row)(const PR_T *restrict grad_out, const int64_t *restrict indices,
+PR_ATTR static int64_t PR_CAT(PR_NAME, max_grad_row)(const PR_T *restrict grad_out, const PR_I *restrict indices,
                                                      PR_T *restrict grad_in, const pr_dims *d, pr_index ih)
 {
     const pr_index C = d->channels, W = d->in_w, Wo = d->out_w;
@@ -150,14 +160,19 @@ PR_ATTR static int64_t PR_CAT(PR_NAME, max_grad_row)(const PR_T *restrict grad_o
     pr_windows_covering(ih, d->kernel_h, d->stride_h, d->pad_top, d->out_h, &ho_lo, &ho_hi);
     for (iw = 0; iw < W; iw++) {
         PR_T *restrict dst = grad_in + iw * C;
-        const int64_t flat = ih * W + iw;
         int first = 1;
 
         pr_windows_covering(iw, d->kernel_w, d->stride_w, d->pad_left, Wo, &wo_lo, &wo_hi);
         for (ho = ho_lo; ho < ho_hi; ho++)
             for (wo = wo_lo; wo < wo_hi; wo++) {
                 const PR_T *restrict gp = grad_out + (ho * Wo + wo) * C;
-                const int64_t *restrict ip = indices + (ho * Wo + wo) * C;
+                const PR_I *restrict ip = indices + (ho * Wo + wo) * C;
+#if PR_WINDOW
+                const PR_I flat = (PR_I)((ih - (ho * d->stride_h - d->pad_top)) * d->kernel_w
+                                         + (iw - (wo * d->stride_w - d->pad_left)));
+#else
+                const int64_t flat = ih * W + iw;
+#endif
                 if (first) {
                     for (c = 0; c < C; c++) {
                         int hit = ip[c] == flat;

@@ -1,7 +1,7 @@
 # Max-pooling kernels. Geometry reuses ConvGeometry (kernel = pool window, dilation 1, groups 1, out_c = in_c).
 # Indices are flat positions h * W + w within each input plane, as in PyTorch; padded cells never win.
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from fastconv._kernels.geometry cimport ConvGeometry
 
 cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,  # IN  (N, H, W, C)
@@ -34,3 +34,16 @@ cdef int64_t max_pool2d_backward_windowed_nhwc(const floating[:, :, :, ::1] grad
                                                const int64_t[:, :, :, ::1] indices,     # IN  (N, Ho, Wo, C)
                                                floating[:, :, :, ::1] grad_in,          # OUT (N, H, W, C)
                                                ConvGeometry geom, int n_threads) noexcept nogil
+
+# Window positions instead of flat indices (channels_last only): each winner's index dy * kernel_w + dx in its
+# window, padded cells counted, as uint8 (windows of at most 256 cells). The backward returns how many
+# (window, channel) pairs named a cell of their window inside the input: all of them for the forward's indices.
+cdef void max_pool2d_forward_window_nhwc(const floating[:, :, :, ::1] x,  # IN  (N, H, W, C)
+                                         floating[:, :, :, ::1] out,      # OUT (N, Ho, Wo, C)
+                                         uint8_t* window_indices,         # OUT (N, Ho, Wo, C)
+                                         ConvGeometry geom, int n_threads) noexcept nogil
+
+cdef int64_t max_pool2d_backward_window_nhwc(const floating[:, :, :, ::1] grad_out,       # IN  (N, Ho, Wo, C)
+                                             const uint8_t[:, :, :, ::1] window_indices,  # IN  (N, Ho, Wo, C)
+                                             floating[:, :, :, ::1] grad_in,              # OUT (N, H, W, C)
+                                             ConvGeometry geom, int n_threads) noexcept nogil

@@ -9,7 +9,7 @@ gathers (each input cell written once), channels_first's scatters plane by plane
 from cython.parallel cimport parallel, prange
 from cython cimport floating
 from libc.math cimport INFINITY
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -34,6 +34,14 @@ cdef extern from "pool_rows.h" nogil:
     pr_max_row_f64 pr_max_row_for_f64(int isa)
     pr_max_grad_row_f32 pr_max_grad_row_for_f32(int isa)
     pr_max_grad_row_f64 pr_max_grad_row_for_f64(int isa)
+    ctypedef void (*pr_max_row_w_f32)(const float*, float*, uint8_t*, int32_t*, const pr_dims*, pr_index)
+    ctypedef void (*pr_max_row_w_f64)(const double*, double*, uint8_t*, int32_t*, const pr_dims*, pr_index)
+    ctypedef int64_t (*pr_max_grad_row_w_f32)(const float*, const uint8_t*, float*, const pr_dims*, pr_index)
+    ctypedef int64_t (*pr_max_grad_row_w_f64)(const double*, const uint8_t*, double*, const pr_dims*, pr_index)
+    pr_max_row_w_f32 pr_max_row_w_for_f32(int isa)
+    pr_max_row_w_f64 pr_max_row_w_for_f64(int isa)
+    pr_max_grad_row_w_f32 pr_max_grad_row_w_for_f32(int isa)
+    pr_max_grad_row_w_f64 pr_max_grad_row_w_for_f64(int isa)
     void pr_windows_covering(pr_index i, pr_index size, pr_index stride, pr_index pad, pr_index n_out,
                              pr_index* lo, pr_index* hi)
 
@@ -54,17 +62,19 @@ cdef inline pr_dims image_dims(ConvGeometry geom) noexcept nogil:
     return d
 
 
-cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
-                                  floating[:, :, :, ::1] out,
-                                  int64_t* indices,
-                                  ConvGeometry geom, int n_threads) noexcept nogil:
-    # The channel loops are pool_rows.h's, at the CPU's instruction set; this function shares the rows out.
+cdef inline void forward_rows_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                                   int64_t* indices, uint8_t* window_indices, ConvGeometry geom,
+                                   int n_threads) noexcept nogil:
+    # The channel loops are pool_rows.h's, at the CPU's instruction set; this function shares the rows out. At
+    # most one of the two index arrays is given.
     cdef Py_ssize_t C = geom.in_c, Ho = geom.out_h, Wo = geom.out_w
     cdef Py_ssize_t image_size = geom.in_h * geom.in_w * C
     cdef pr_dims dims = image_dims(geom)
     cdef int isa = active_isa()
     cdef pr_max_row_f32 row_f32 = pr_max_row_for_f32(isa)
     cdef pr_max_row_f64 row_f64 = pr_max_row_for_f64(isa)
+    cdef pr_max_row_w_f32 row_w_f32 = pr_max_row_w_for_f32(isa)
+    cdef pr_max_row_w_f64 row_w_f64 = pr_max_row_w_for_f64(isa)
     cdef const floating* x0 = &x[0, 0, 0, 0]
     cdef floating* out0 = &out[0, 0, 0, 0]
     cdef Py_ssize_t row, n, ho
@@ -76,12 +86,34 @@ cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
         for row in prange(geom.batch * Ho, schedule="static"):
             n = row // Ho
             ho = row - n * Ho
+            if window_indices != NULL:
+                if floating is float:
+                    row_w_f32(x0 + n * image_size, out0 + row * Wo * C, window_indices + row * Wo * C, where,
+                              &dims, ho)
+                else:
+                    row_w_f64(x0 + n * image_size, out0 + row * Wo * C, window_indices + row * Wo * C, where,
+                              &dims, ho)
+                continue
             row_indices = indices + row * Wo * C if indices != NULL else NULL
             if floating is float:
                 row_f32(x0 + n * image_size, out0 + row * Wo * C, row_indices, where, &dims, ho)
             else:
                 row_f64(x0 + n * image_size, out0 + row * Wo * C, row_indices, where, &dims, ho)
         free(where)
+
+
+cdef void max_pool2d_forward_nhwc(const floating[:, :, :, ::1] x,
+                                  floating[:, :, :, ::1] out,
+                                  int64_t* indices,
+                                  ConvGeometry geom, int n_threads) noexcept nogil:
+    forward_rows_nhwc(x, out, indices, NULL, geom, n_threads)
+
+
+cdef void max_pool2d_forward_window_nhwc(const floating[:, :, :, ::1] x,
+                                         floating[:, :, :, ::1] out,
+                                         uint8_t* window_indices,
+                                         ConvGeometry geom, int n_threads) noexcept nogil:
+    forward_rows_nhwc(x, out, NULL, window_indices, geom, n_threads)
 
 
 cdef void max_pool2d_forward_nchw(const floating[:, :, :, ::1] x,
@@ -170,19 +202,21 @@ cdef void max_pool2d_backward_nchw(const floating[:, :, :, ::1] grad_out,
             dx[ip[p]] += gp[p]
 
 
-cdef int64_t max_pool2d_backward_windowed_nhwc(const floating[:, :, :, ::1] grad_out,
-                                               const int64_t[:, :, :, ::1] indices,
-                                               floating[:, :, :, ::1] grad_in,
-                                               ConvGeometry geom, int n_threads) noexcept nogil:
-    # Gathered per input row by pool_rows.h (each cell written once, at the CPU's instruction set).
+cdef inline int64_t backward_rows_nhwc(const floating[:, :, :, ::1] grad_out, const int64_t* indices,
+                                      const uint8_t* window_indices, floating[:, :, :, ::1] grad_in,
+                                      ConvGeometry geom, int n_threads) noexcept nogil:
+    # Gathered per input row by pool_rows.h (each cell written once, at the CPU's instruction set), with flat
+    # indices or, when window_indices is not NULL, window positions. Returns the number of (window, channel)
+    # pairs whose index named one of the window's cells inside the input.
     cdef Py_ssize_t H = geom.in_h, W = geom.in_w, C = geom.in_c
     cdef Py_ssize_t pooled_size = geom.out_h * geom.out_w * C
     cdef pr_dims dims = image_dims(geom)
     cdef int isa = active_isa()
     cdef pr_max_grad_row_f32 row_f32 = pr_max_grad_row_for_f32(isa)
     cdef pr_max_grad_row_f64 row_f64 = pr_max_grad_row_for_f64(isa)
+    cdef pr_max_grad_row_w_f32 row_w_f32 = pr_max_grad_row_w_for_f32(isa)
+    cdef pr_max_grad_row_w_f64 row_w_f64 = pr_max_grad_row_w_for_f64(isa)
     cdef const floating* go0 = &grad_out[0, 0, 0, 0]
-    cdef const int64_t* idx0 = &indices[0, 0, 0, 0]
     cdef floating* gi0 = &grad_in[0, 0, 0, 0]
     cdef Py_ssize_t row, n, ih
     cdef int64_t matches = 0
@@ -190,11 +224,32 @@ cdef int64_t max_pool2d_backward_windowed_nhwc(const floating[:, :, :, ::1] grad
     for row in prange(geom.batch * H, num_threads=n_threads, schedule="static"):
         n = row // H
         ih = row - n * H
-        if floating is float:
-            matches += row_f32(go0 + n * pooled_size, idx0 + n * pooled_size, gi0 + row * W * C, &dims, ih)
+        if window_indices != NULL:
+            if floating is float:
+                matches += row_w_f32(go0 + n * pooled_size, window_indices + n * pooled_size, gi0 + row * W * C,
+                                     &dims, ih)
+            else:
+                matches += row_w_f64(go0 + n * pooled_size, window_indices + n * pooled_size, gi0 + row * W * C,
+                                     &dims, ih)
+        elif floating is float:
+            matches += row_f32(go0 + n * pooled_size, indices + n * pooled_size, gi0 + row * W * C, &dims, ih)
         else:
-            matches += row_f64(go0 + n * pooled_size, idx0 + n * pooled_size, gi0 + row * W * C, &dims, ih)
+            matches += row_f64(go0 + n * pooled_size, indices + n * pooled_size, gi0 + row * W * C, &dims, ih)
     return matches
+
+
+cdef int64_t max_pool2d_backward_windowed_nhwc(const floating[:, :, :, ::1] grad_out,
+                                               const int64_t[:, :, :, ::1] indices,
+                                               floating[:, :, :, ::1] grad_in,
+                                               ConvGeometry geom, int n_threads) noexcept nogil:
+    return backward_rows_nhwc(grad_out, &indices[0, 0, 0, 0], NULL, grad_in, geom, n_threads)
+
+
+cdef int64_t max_pool2d_backward_window_nhwc(const floating[:, :, :, ::1] grad_out,
+                                             const uint8_t[:, :, :, ::1] window_indices,
+                                             floating[:, :, :, ::1] grad_in,
+                                             ConvGeometry geom, int n_threads) noexcept nogil:
+    return backward_rows_nhwc(grad_out, NULL, &window_indices[0, 0, 0, 0], grad_in, geom, n_threads)
 
 
 # ---------------------------------------------------------------- Python entry points
@@ -212,6 +267,25 @@ def forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, indices,
             max_pool2d_forward_nhwc(x, out, index_ptr, geom, n_threads)
         else:
             max_pool2d_forward_nchw(x, out, index_ptr, geom, n_threads)
+
+
+def forward_window(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                   uint8_t[:, :, :, ::1] window_indices, ConvGeometry geom, int n_threads):
+    """channels_last, with each winner's position in its window (uint8, out's shape; windows of at most 256
+    cells)."""
+    with nogil:
+        max_pool2d_forward_window_nhwc(x, out, &window_indices[0, 0, 0, 0], geom, n_threads)
+
+
+def backward_window(const floating[:, :, :, ::1] grad_out, const uint8_t[:, :, :, ::1] window_indices,
+                    floating[:, :, :, ::1] grad_in, ConvGeometry geom, int n_threads):
+    """channels_last, from window positions: gathers like backward_windowed. True when every position named a
+    cell of its window inside the input; False means some gradients were dropped (the indices were not the
+    forward pass's)."""
+    cdef int64_t matches
+    with nogil:
+        matches = max_pool2d_backward_window_nhwc(grad_out, window_indices, grad_in, geom, n_threads)
+    return matches == grad_out.shape[0] * grad_out.shape[1] * grad_out.shape[2] * grad_out.shape[3]
 
 
 def backward_windowed(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] indices,
