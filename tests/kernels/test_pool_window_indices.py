@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from tests import reference
+import reference
 
 # (input shape NHWC, pool, stride, explicit padding ((top, bottom), (left, right)), ceil_mode)
 GEOMETRIES = [
