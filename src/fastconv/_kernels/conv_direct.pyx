@@ -399,8 +399,9 @@ cdef inline void pack_grad_out_rows(const floating[:, :, :, ::1] grad_out, Py_ss
 
 
 cdef inline void grad_weight_tile(const floating* x0, const floating* go, Py_ssize_t block_stride,
-                                  Py_ssize_t pixel_stride, Py_ssize_t pixel0, floating* grad_flat, ConvGeometry geom, Py_ssize_t row0, Py_ssize_t row1,
-                                  Py_ssize_t item, bint across_taps, Py_ssize_t n_rtiles, Py_ssize_t n_ctiles,
+                                  Py_ssize_t pixel_stride, Py_ssize_t pixel0, floating* grad_flat, ConvGeometry geom,
+                                  Py_ssize_t row0, Py_ssize_t row1, Py_ssize_t item, bint across_taps,
+                                  Py_ssize_t n_rtiles, Py_ssize_t n_ctiles,
                                   const floating** aptrs, const floating** bptrs, Py_ssize_t* row_offsets,
                                   Py_ssize_t* tap_pixels, floating* xpack, floating* scratch, int isa,
                                   int wide) noexcept nogil:
@@ -408,7 +409,7 @@ cdef inline void grad_weight_tile(const floating* x0, const floating* go, Py_ssi
     # rows of grad_flat, (R * S * Cg, K) row-major, one block of output channels after another. Block b's lanes
     # of output pixel p (flat over N, Ho, Wo) are at go + b * block_stride + (p - pixel0) * pixel_stride: the
     # chunk's panels (see pack_grad_out_rows) or the padded output gradient itself.
-    # With more than one block, the tile's input values are first gathered into xpack, (pixels, WB) row-major,
+    # With more than two blocks, the tile's input values are first gathered into xpack, (pixels, WB) row-major,
     # then read contiguously by every block (on vgg_conv4_2, strided reads of both operands from L2 held the
     # tile to ~140 GFLOP/s a core; packed, ~190).
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
@@ -571,7 +572,14 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     cdef bint use_panels = (Kg + KB - 1) // KB > 1
     cdef Py_ssize_t panel_size = chunk_rows * Wo * K_padded
     cdef Py_ssize_t chunk_pixels = chunk_rows * Wo
+    # Where grad_weight_tile finds block b of pixel p: go + b * block_stride + (p - pixel0) * pixel_stride, go
+    # being a chunk's panels (pixel0 its first pixel) or grad_out itself (pixel0 0).
+    cdef Py_ssize_t block_stride = chunk_pixels * KB if use_panels else KB
+    cdef Py_ssize_t pixel_stride = KB if use_panels else K_padded
     cdef const floating* go_flat = &grad_out[0, 0, 0, 0]
+    cdef const floating* go
+    cdef const floating* own_go
+    cdef Py_ssize_t pixel0
     cdef floating* grad_flat = &grad_weight[0, 0, 0, 0]
     cdef const floating* x0 = &x[0, 0, 0, 0]
     cdef Py_ssize_t chunk, item, row, row0, row1, seg, e, seg_row0, seg_row1, seg_end, seg_item
@@ -611,6 +619,7 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                 own_panels = <floating*> malloc(panel_size * sizeof(floating))
                 if own_panels == NULL:
                     failed_flag[0] = 1
+            own_go = own_panels if use_panels else go_flat
             for seg in prange(SEGMENTS, schedule="dynamic"):
                 if use_panels and own_panels == NULL:
                     continue
@@ -625,14 +634,9 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                     if use_panels:
                         pack_grad_out_rows(grad_out, seg_row0, seg_row1, seg_row0, chunk_pixels, own_panels, KB)
                     for seg_item in range(n_items):
-                        if use_panels:
-                            grad_weight_tile(x0, own_panels, chunk_pixels * KB, KB, seg_row0 * Wo, partial, geom,
-                                             seg_row0, seg_row1, seg_item, across_taps, n_rtiles, n_ctiles, aptrs,
-                                             bptrs, row_offsets, tap_pixels, xpack, scratch, isa, wide)
-                        else:
-                            grad_weight_tile(x0, go_flat, KB, K_padded, 0, partial, geom, seg_row0, seg_row1,
-                                             seg_item, across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets,
-                                             tap_pixels, xpack, scratch, isa, wide)
+                        grad_weight_tile(x0, own_go, block_stride, pixel_stride, seg_row0 * Wo if use_panels else 0,
+                                         partial, geom, seg_row0, seg_row1, seg_item, across_taps, n_rtiles,
+                                         n_ctiles, aptrs, bptrs, row_offsets, tap_pixels, xpack, scratch, isa, wide)
                     seg_row0 = seg_row1
             for e in prange(grad_size, schedule="static"):
                 total = 0
@@ -645,18 +649,17 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
                 row1 = row0 + chunk_rows
                 if row1 > n_rows:
                     row1 = n_rows
+                go = go_flat
+                pixel0 = 0
                 if use_panels:
                     for row in prange(row0, row1, schedule="static"):
                         pack_grad_out_rows(grad_out, row, row + 1, row0, chunk_pixels, shared_panels, KB)
-                    for item in prange(n_items, schedule="static"):
-                        grad_weight_tile(x0, shared_panels, chunk_pixels * KB, KB, row0 * Wo, grad_flat, geom,
-                                         row0, row1, item, across_taps, n_rtiles, n_ctiles, aptrs, bptrs,
-                                         row_offsets, tap_pixels, xpack, scratch, isa, wide)
-                else:
-                    for item in prange(n_items, schedule="static"):
-                        grad_weight_tile(x0, go_flat, KB, K_padded, 0, grad_flat, geom, row0, row1, item,
-                                         across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets, tap_pixels,
-                                         xpack, scratch, isa, wide)
+                    go = shared_panels
+                    pixel0 = row0 * Wo
+                for item in prange(n_items, schedule="static"):
+                    grad_weight_tile(x0, go, block_stride, pixel_stride, pixel0, grad_flat, geom, row0, row1, item,
+                                     across_taps, n_rtiles, n_ctiles, aptrs, bptrs, row_offsets, tap_pixels, xpack,
+                                     scratch, isa, wide)
         free(aptrs)
         free(bptrs)
         free(row_offsets)
