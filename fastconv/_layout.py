@@ -3,11 +3,9 @@
 Activations: NHWC (channels_last) <-> NCHW (channels_first). Conv weights: HWIO <-> OIHW.
 All results are C-contiguous copies.
 """
-import typing
-
 import numpy as np
 
-from fastconv._kernels import layout_transpose, weight_packing
+from fastconv._kernels import layout_transpose, reductions, weight_packing
 from fastconv._threads import threads_for_bytes
 
 # Element sizes the tiled transpose moves (as unsigned integers of that size), and the size below which NumPy's
@@ -115,10 +113,20 @@ def hwio_shape(shape, channels_last):
     return (r, s, cg, k)
 
 
-class PackedWeights(typing.NamedTuple):
-    """Weights in the tiled direct kernel's layout (pack_direct_weights), and whether all of them are finite."""
-    values: np.ndarray
-    finite: bool
+class PackedWeights:
+    """Weights in the tiled direct kernel's layout (pack_direct_weights), and whether all of them are finite
+    (learnt while packing, or on first asking where no packing pass ran)."""
+    __slots__ = ("values", "_finite")
+
+    def __init__(self, values, finite=None):
+        self.values = values
+        self._finite = finite
+
+    @property
+    def finite(self):
+        if self._finite is None:
+            self._finite = reductions.all_finite(self.values, threads_for_bytes(self.values.nbytes))
+        return self._finite
 
 
 def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=False):
@@ -131,6 +139,10 @@ def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=Fal
         k, cg, r, s = weight.shape
     else:
         r, s, cg, k = weight.shape
+    if not (oihw or flip_transpose) and groups == 1 and k == lanes and weight.flags.c_contiguous:
+        # One block of exactly `lanes` channels: that layout is HWIO itself, so the weights are read in place
+        # (a 64-channel kernel's copy took a quarter of a small convolution's call).
+        return PackedWeights(weight.reshape(-1))
     n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)
     packed = np.empty(groups * -(-n_out // lanes) * r * s * n_in * lanes, dtype=weight.dtype)
     finite = True

@@ -120,6 +120,7 @@ def use_register_tiles(problem):
     return problem.out_c // problem.groups >= 4
 
 
+@functools.lru_cache(maxsize=512)  # (a layer asks for the same one every step)
 def transposed_problem(problem):
     """The stride-1 convolution that computes `problem`'s input gradient from its output gradient."""
     from fastconv._problem import ConvProblem
@@ -152,6 +153,7 @@ def pads_input_for_grad_weight(problem, tile_rows, itemsize):
     return padded_elements * itemsize <= PADDED_INPUT_MAX_BYTES
 
 
+@functools.lru_cache(maxsize=512)
 def without_padding(problem):
     """`problem` on its input zero-padded beforehand (_layout.zero_padded_nhwc): the same outputs, no padding."""
     (top, bottom), (left, right) = problem.padding

@@ -3,6 +3,7 @@
 The functional API builds a ConvProblem / PoolProblem from the user's arguments (all checks happen here or in
 _validation), then hands its `geometry` to the kernels.
 """
+import functools
 from dataclasses import dataclass
 
 from fastconv import _layout
@@ -41,15 +42,15 @@ class ConvProblem:
             return (self.kernel_h, self.kernel_w, cg, self.out_c)
         return (self.out_c, cg, self.kernel_h, self.kernel_w)
 
-    @property
+    @functools.cached_property
     def flops(self):
         """Multiply-adds counted as 2 flops."""
         return 2 * self.batch * self.out_h * self.out_w * self.out_c * (self.in_c // self.groups) \
             * self.kernel_h * self.kernel_w
 
-    @property
+    @functools.cached_property
     def geometry(self):
-        """The kernels' ConvGeometry struct, as a dict."""
+        """The kernels' ConvGeometry struct, as a dict (computed once: do not modify it)."""
         return dict(
             batch=self.batch, in_h=self.in_h, in_w=self.in_w, in_c=self.in_c,
             out_h=self.out_h, out_w=self.out_w, out_c=self.out_c,
@@ -58,6 +59,50 @@ class ConvProblem:
             dilation_h=self.dilation[0], dilation_w=self.dilation[1],
             pad_top=self.padding[0][0], pad_left=self.padding[1][0], groups=self.groups,
         )
+
+
+# Problems remembered per function (all forgotten when full: a training loop uses a few dozen).
+REMEMBERED_PROBLEMS = 512
+
+
+def _plain(value):
+    """Whether `value` stands for itself in a cache key: an exact int, str or bool, None, or a tuple of exact ints or of
+    tuples of them (shapes, padding). Floats, NumPy scalars, lists and bools inside tuples compare equal to
+    accepted values (1.0 == 1, (True, 1) == (1, 1)) but must be checked, or refused, afresh."""
+    kind = type(value)
+    if kind is tuple:
+        kinds = set(map(type, value))
+        return kinds <= _INT or (kinds <= _INT_OR_TUPLE and all(set(map(type, v)) <= _INT for v in value
+                                                                   if type(v) is tuple))
+    return kind is int or kind is str or kind is bool or value is None
+
+
+_INT = {int}
+_INT_OR_TUPLE = {int, tuple}
+
+
+def _remembered(build):
+    """`build`, a pure function of its arguments, with its recent results remembered: a layer calls the
+    functional API with the same shapes and options every step, and validating them anew took about a sixth of
+    a small convolution's call. Calls whose arguments are not all plain are validated every time; errors are
+    never remembered (every bad call raises). The key holds each keyword value's type, so True is not 1."""
+    remembered = {}
+
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        values = tuple(kwargs.values())
+        if not (all(map(_plain, args)) and all(map(_plain, values))):
+            return build(*args, **kwargs)
+        key = (args, tuple(kwargs), values, tuple(map(type, values)))
+        result = remembered.get(key)
+        if result is None:
+            result = build(*args, **kwargs)
+            if len(remembered) >= REMEMBERED_PROBLEMS:
+                remembered.clear()
+            remembered[key] = result
+        return result
+
+    return wrapper
 
 
 def _check_extents(stride, window, pads, in_hw, stride_received, window_received, padded_received, window_name):
@@ -70,6 +115,7 @@ def _check_extents(stride, window, pads, in_hw, stride_received, window_received
                                  padded_received)
 
 
+@_remembered
 def conv_problem(input_shape, weight_shape, *, stride, padding, dilation, groups, channels_last,
                  input_name="x", weight_name="weight"):
     """Check that a convolution of these shapes and options is well defined, and describe it."""
@@ -134,8 +180,9 @@ class PoolProblem:
     def output_shape(self):
         return _layout.layout_shape(self.batch, self.out_h, self.out_w, self.channels, self.channels_last)
 
-    @property
+    @functools.cached_property
     def geometry(self):
+        """The kernels' geometry struct, as a dict (computed once: do not modify it)."""
         return dict(
             batch=self.batch, in_h=self.in_h, in_w=self.in_w, in_c=self.channels,
             out_h=self.out_h, out_w=self.out_w, out_c=self.channels,
@@ -155,6 +202,7 @@ def _pooled_size(n, k, s, before, after, ceil_mode):
     return out
 
 
+@_remembered
 def pool_problem(input_shape, *, pool_size, stride, padding, ceil_mode, channels_last, input_name="x"):
     pool_arg, stride_arg = pool_size, stride
     pool_size = check.pair(pool_size, "pool_size")

@@ -253,17 +253,22 @@ def memory_limit():
     return limit
 
 
+def _text(received):
+    return received() if callable(received) else received
+
+
 def allocation(shape, dtype, what, received):
     """Raise SizeError, before anything is allocated, unless an array of this shape and dtype can exist here: its
-    byte size (zero-length axes aside) must fit in int64, and the array must fit in memory_limit()."""
+    byte size (zero-length axes aside) must fit in int64, and the array must fit in memory_limit(). `received`
+    describes the call in the messages: a string, or a function returning one (formatted only for an error)."""
     itemsize = np.dtype(dtype).itemsize
     addressed = math.prod(max(int(d), 1) for d in shape) * itemsize
     if addressed > INT64_MAX:
         raise SizeError(f"{what} would have shape {tuple(shape)}: {addressed // itemsize} {np.dtype(dtype)} elements "
-                        f"({addressed} bytes), more than a 64-bit size can hold; received {received}")
+                        f"({addressed} bytes), more than a 64-bit size can hold; received {_text(received)}")
     nbytes = math.prod(shape) * itemsize
     limit = memory_limit()
     if nbytes > limit:
         raise SizeError(f"{what} would have shape {tuple(shape)} and need {_format_bytes(nbytes)} as "
                         f"{np.dtype(dtype)}, more than the {_format_bytes(limit)} of memory on this machine; "
-                        f"received {received}")
+                        f"received {_text(received)}")

@@ -26,7 +26,14 @@ def _im2col():
 
 
 def _common_dtype(named_arrays):
+    arrays = [a for a in named_arrays.values() if a is not None]
+    first = arrays[0].dtype
+    if first in _NATIVE_FLOATS and all(a.dtype == first for a in arrays):  # (the usual case, without the checks)
+        return first
     return np.result_type(*(check.compute_dtype_of(a, name) for name, a in named_arrays.items() if a is not None))
+
+
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _column_buffer(n_threads, elements_per_thread, dtype):
@@ -195,7 +202,7 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
         result = check.output_buffer(out, problem.output_shape, dtype, {"x": x_arr, "weight": w_arr, "bias": b_arr})
     else:
         check.allocation(problem.output_shape, dtype, "conv2d's output",
-                         _conv_received("x", x_arr.shape, "weight", w_arr.shape, stride, padding, dilation))
+                         lambda: _conv_received("x", x_arr.shape, "weight", w_arr.shape, stride, padding, dilation))
         result = np.empty(problem.output_shape, dtype=dtype)
     if result.size == 0:
         return result

@@ -76,12 +76,6 @@ def _nhwc_plan(problem, itemsize, n_channels, n_rows, bytes_per_lane_block, sour
 
 
 @functools.lru_cache(maxsize=256)
-def _geometry(problem):
-    """The kernels' geometry of a problem (cached: networks call the same shapes over and over)."""
-    return problem.geometry
-
-
-@functools.lru_cache(maxsize=256)
 def _forward_plan(problem, itemsize):
     """Work shape of the NHWC forward pass and weight gradient (rings of input rows, lanes over output channels)."""
     lanes = conv_depthwise.lanes(itemsize)
@@ -193,10 +187,10 @@ def _forward(problem, x, weight, bias, out, n_threads):
         packed, packed_bias = np.empty((blocks, rsk.shape[0], lanes), x.dtype), np.empty(blocks * lanes, x.dtype)
         conv_depthwise.pack_weights(rsk, bias if bias is not None else packed_bias[:0], packed, packed_bias)
         group_blocks, band_rows = _forward_plan(problem, x.dtype.itemsize)
-        conv_depthwise.forward_nhwc(x, packed, packed_bias, out, _geometry(problem), group_blocks, band_rows,
+        conv_depthwise.forward_nhwc(x, packed, packed_bias, out, problem.geometry, group_blocks, band_rows,
                                     _streams(out.shape, out.dtype), n_threads)
     else:
-        conv_depthwise.forward_nchw(x, np.ascontiguousarray(rsk.T), bias, out, _geometry(problem), n_threads)
+        conv_depthwise.forward_nchw(x, np.ascontiguousarray(rsk.T), bias, out, problem.geometry, n_threads)
     return out
 
 
@@ -214,10 +208,10 @@ def _grad_input(problem, grad_output, weight, n_threads):
         packed = np.empty((-(-c // lanes), r * m * s, lanes), dtype=grad_output.dtype)
         conv_depthwise.pack_weights_reversed(rsk.reshape(r, s, c, m), packed)
         group_blocks, band_rows = _grad_input_plan(problem, grad_output.dtype.itemsize)
-        conv_depthwise.grad_input_nhwc(grad_output, packed, result, _geometry(problem), group_blocks, band_rows,
+        conv_depthwise.grad_input_nhwc(grad_output, packed, result, problem.geometry, group_blocks, band_rows,
                                        _streams(result.shape, result.dtype), n_threads)
     else:
-        conv_depthwise.grad_input_nchw(grad_output, np.ascontiguousarray(rsk.T), result, _geometry(problem),
+        conv_depthwise.grad_input_nchw(grad_output, np.ascontiguousarray(rsk.T), result, problem.geometry,
                                        n_threads)
     return result
 
@@ -236,12 +230,12 @@ def _grad_weight(problem, grad_output, x, n_threads):
         chunks = problem.batch * -(-problem.out_h // band_rows)
         partial = np.empty((chunks, taps, -(-problem.out_c // lanes) * lanes), dtype=dtype)
         result = np.empty((taps, problem.out_c), dtype=dtype)
-        conv_depthwise.grad_weight_nhwc(grad_output, x, partial, result, _geometry(problem), group_blocks,
+        conv_depthwise.grad_weight_nhwc(grad_output, x, partial, result, problem.geometry, group_blocks,
                                         band_rows, n_threads)
     else:
         partial = np.empty((problem.batch, problem.out_c, taps), dtype=dtype)
         result = np.empty((problem.out_c, taps), dtype=dtype)
-        conv_depthwise.grad_weight_nchw(grad_output, x, partial, result, _geometry(problem), n_threads)
+        conv_depthwise.grad_weight_nchw(grad_output, x, partial, result, problem.geometry, n_threads)
     return result
 
 

@@ -40,6 +40,7 @@ def reference_pack(hwio, groups, lanes, flip_transpose):
     ((1, 1, 7, 70), 2, 16),
     ((2, 3, 6, 9), 3, 32),      # fewer channels than one block
     ((3, 3, 16, 32), 1, 16),    # whole blocks only
+    ((3, 3, 6, 16), 1, 16),     # exactly one block: HWIO is read in place (the others are copied)
     ((3, 3, 40, 70), 1, 64),    # flipped: 16 x 16 register blocks of the transpose and scalar edges on both sides
 ])
 def test_pack_matches_its_definition(shape, groups, lanes, dtype, flip_transpose, oihw, rng):
@@ -73,3 +74,19 @@ def test_packing_tells_whether_every_weight_is_finite(bad, dtype, flip_transpose
         hit = hwio.copy()
         hit[index] = bad
         assert not pack(hit).finite, index
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_block_of_hwio_is_read_in_place_and_still_checked(bad, dtype, rng):
+    # One group of exactly `lanes` output channels: the packed layout is HWIO itself, so no copy is made, and
+    # finiteness is learnt when asked (it was a by-product of the copy).
+    hwio = (rng.uniform(-1, 1, (3, 3, 40, 16)) * np.finfo(dtype).max).astype(dtype)
+    packed = _layout.pack_direct_weights(hwio, 1, 16)
+    assert np.shares_memory(packed.values, hwio) and packed.finite
+    hit = hwio.copy()
+    hit[2, 1, 39, 15] = bad
+    assert not _layout.pack_direct_weights(hit, 1, 16).finite
+    # Any other layout or block count is copied.
+    assert not np.shares_memory(_layout.pack_direct_weights(hwio, 1, 16, flip_transpose=True).values, hwio)
+    assert not np.shares_memory(_layout.pack_direct_weights(hwio, 2, 8).values, hwio)
