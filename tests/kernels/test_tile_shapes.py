@@ -23,6 +23,7 @@ CASES = [
     (2, 5, 6, 4, 65, (3, 3), 1, 1, 1, 1),           # 65: narrow (3 x 32 lanes; wide would take 2 x 64)
     (1, 6, 6, 9, 32, (3, 3), 1, "same", 1, 1),      # 32 float32 channels: narrow; float64: wide
     (1, 6, 5, 400, 64, (3, 3), 1, "same", 1, 1),    # input channels in several blocks (sums resumed per block)
+    (2, 7, 8, 5, 192, (3, 3), 1, "same", 1, 1),     # wide: 3 blocks summed in the output itself; a partial tile
 ]
 
 
@@ -215,17 +216,22 @@ def test_tiles_run_over_the_batch_only_where_padding_is_a_large_share():
     assert not over_batch((8, 11, 11, 64), 2)     # batch too small to fill tiles
 
 
-@pytest.mark.parametrize("shape", [(2, 6, 7, 3), (2, 130, 130, 3)], ids=["in-registers", "filled-first"])
-def test_bias_starts_the_sums_of_small_and_large_outputs(shape, rng):
-    """The first channel block's tiles start at the bias in their registers, except in an output over the
-    kernel's 8 MiB limit (here 8.4 MB), which is filled with the bias first: both match the reference."""
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("channels", [64, 192])
+@pytest.mark.parametrize("shape", [(2, 6, 7, 3), (2, 130, 130, 3)], ids=["in-registers", "large"])
+def test_bias_starts_the_sums_of_small_and_large_outputs(shape, channels, relu, rng):
+    """The first channel block's tiles start at the bias in their registers, except in an output of one block
+    of channels over the kernel's 8 MiB limit (here 8.4 MB), which is filled with the bias first; with several
+    blocks (192 channels, 25 MB) every tile starts in its registers and sums in the output at a 192-channel
+    pixel stride. All match the reference, with the fused ReLU too."""
     x = rng.standard_normal(shape).astype(np.float32)
-    weight = rng.standard_normal((3, 3, shape[3], 64)).astype(np.float32)
-    bias = (10 * rng.standard_normal(64)).astype(np.float32)
-    y = fastconv.conv2d(x, weight, bias, algorithm="direct")
+    weight = rng.standard_normal((3, 3, shape[3], channels)).astype(np.float32)
+    bias = (10 * rng.standard_normal(channels)).astype(np.float32)
+    y = (conv2d_relu if relu else fastconv.conv2d)(x, weight, bias, algorithm="direct")
     x64, w64, b64 = x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64)
-    check_close(y, reference.conv2d(x64, w64, b64), reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64)),
-                np.float32)
+    expected = reference.conv2d(x64, w64, b64)
+    check_close(y, np.maximum(expected, 0) if relu else expected,
+                reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64)), np.float32)
 
 
 def test_forward_units_grow_where_the_weights_leave_the_l2(rng, monkeypatch):

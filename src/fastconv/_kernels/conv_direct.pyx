@@ -189,6 +189,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef const floating* x0 = zeros  # (an input with no pixels: no tap ever reads it)
     cdef floating* unitbuf
     cdef floating* bias_row
+    cdef floating* acc
 
     if x.shape[1] > 0 and x.shape[2] > 0:
         x0 = &x[0, 0, 0, 0]
@@ -196,10 +197,12 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         cblock = 1
     # Equal blocks: 512 channels in blocks of at most 170 become 4 x 128, not 3 x 170 + 2.
     cblock = (Cg + ((Cg + cblock - 1) // cblock) - 1) // ((Cg + cblock - 1) // cblock)
-    cdef bint in_place = not out_nchw and geom.groups == 1 and K == KB
+    # Tiles accumulate straight in an NHWC output whose channels are whole blocks of lanes (see below).
+    cdef bint in_place = not out_nchw and geom.groups == 1 and K % KB == 0
     cdef Py_ssize_t out_tiles
     cdef bint whole_rows = cblock == Cg and geom.groups == 1 and geom.dilation_w == 1
-    cdef bint init_in_place = n_pixels * K * sizeof(floating) <= INIT_IN_PLACE_MAX_BYTES
+    # (the bias fill of large outputs is one string copy per unit only where a pixel's channels are one block)
+    cdef bint prefill = K == KB and n_pixels * K * sizeof(floating) > INIT_IN_PLACE_MAX_BYTES
     with parallel(num_threads=n_threads):
         xptrs = <const floating**> malloc(unit_tiles * tile_ptrs * sizeof(floating*))
         wptrs = <const floating**> malloc(R * S * sizeof(floating*))
@@ -313,18 +316,20 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
             if kw > KB:
                 kw = KB
             wblock = packed + (g * n_kblocks + kb) * block_size
-            # The unit's whole tiles accumulate straight in the output when its pixels' rows are whole blocks
-            # of lanes (NHWC, all channels in one block): no copying pass (on a 3-channel layer with a 90 MB
-            # output that pass took 40% of the call). The rest accumulate in unitbuf.
+            # The unit's whole tiles accumulate straight in the output when its pixels' channels are whole
+            # blocks of lanes (NHWC, no groups): no copying pass (on a 3-channel layer with a 90 MB output that
+            # pass took 40% of the call; with 128 channels in two blocks, small_c3's took 8%). The rest
+            # accumulate in unitbuf.
             out_tiles = (p1 - p0) // WB if in_place and not batch_inner else 0
             # Accumulators start at the bias (a per-element choice here cost as much as the whole arithmetic
             # of a 3-channel layer): the first channel block's tiles load it, except those accumulating in an
-            # output too large for the caches, which is filled with it first. There a tile's stores to lines it
+            # output of one block of channels too large for the caches, which is filled with it first (one
+            # string copy per unit, as a pixel's channels are one run). There a tile's stores to lines it
             # has not read each cost a read from memory, which the fill's string copies avoid (small_c1, 90 MB:
             # 5% slower without the fill; the 3 MB output of a 7x7 RGB stem: 5% faster).
             for k in range(KB):
                 bias_row[k] = bias[k0 + k] if (bias != NULL and k < kw) else 0
-            if not init_in_place:
+            if prefill:
                 fill_rows(out_flat + p0 * K, out_tiles * WB, bias_row, KB)
             for cb in range((Cg + cblock - 1) // cblock):
                 c0 = cb * cblock
@@ -334,10 +339,13 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 for tile in range(tile_count):
                     for t in range(n_taps[tile]):
                         wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * KB
+                    if tile < out_tiles:
+                        acc = out_flat + (p0 + tile * WB) * K + k0
+                    else:
+                        acc = unitbuf + tile * WB * KB
                     run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB, S * nc if merged[tile] else nc,
-                             unitbuf + tile * WB * KB if tile >= out_tiles else out_flat + (p0 + tile * WB) * K,
-                             KB, isa, wide,
-                             bias_row if cb == 0 and (init_in_place or tile >= out_tiles) else NULL)
+                             acc, K if tile < out_tiles else KB, isa, wide,
+                             bias_row if cb == 0 and (not prefill or tile >= out_tiles) else NULL)
             if out_nchw:
                 # NCHW: each output channel's pixels of one image are consecutive; one image at a time, in
                 # blocks of NCHW_BLOCK pixels whose unitbuf rows stay in L1 while every channel reads them (a
@@ -359,9 +367,10 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                     p = seg_end
             else:
                 if relu:  # fused ReLU: v < 0, not v > 0, so NaN stays NaN (as np.maximum)
-                    for j in range(p0 * K, (p0 + out_tiles * WB) * K):
-                        v = out_flat[j]
-                        out_flat[j] = 0 if v < 0 else v  # a select, which vectorises (a conditional store did not)
+                    for p in range(p0, p0 + out_tiles * WB):
+                        for j in range(p * K + k0, p * K + k0 + KB):
+                            v = out_flat[j]
+                            out_flat[j] = 0 if v < 0 else v  # a select, which vectorises (a conditional store did not)
                 for p in range(p0 + out_tiles * WB, p1):
                     # (ho * Wo + wo) * N + n -> (n * Ho + ho) * Wo + wo
                     j = (p % geom.batch) * Ho * Wo + p // geom.batch if batch_inner else p
