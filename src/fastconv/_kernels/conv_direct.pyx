@@ -185,7 +185,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t* pix_lo
     cdef Py_ssize_t* pix_hi
     cdef Py_ssize_t* pix_w
-    cdef Py_ssize_t h0, lo, hi, row_off
+    cdef Py_ssize_t h0, lo, hi, row_off, last_h0
     cdef const floating* x0 = zeros  # (an input with no pixels: no tap ever reads it)
     cdef floating* unitbuf
     cdef floating* bias_row
@@ -234,6 +234,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 rem = p0 - n * Ho * Wo
             ho = rem // Wo
             wo = rem - ho * Wo
+            last_h0 = geom.in_h + 1  # (no window starts there)
             for tile in range(tile_count):
                 # Per pixel: the flat offset of its window's corner (n, h0, w0) in x (formed into a pointer only
                 # where the tap lies inside), its first column w0, and the kernel rows [rlo, rhi) inside the
@@ -246,10 +247,12 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                         h0 = ho * geom.stride_h - geom.pad_top
                         pix_w[j] = wo * geom.stride_w - geom.pad_left
                         pix_off[j] = ((n * geom.in_h + h0) * geom.in_w + pix_w[j]) * geom.in_c
-                        lo = 0 if h0 >= 0 else (geom.dilation_h - 1 - h0) // geom.dilation_h
-                        hi = 0 if h0 >= geom.in_h else (geom.in_h - 1 - h0) // geom.dilation_h + 1
-                        if hi > R:
-                            hi = R
+                        if h0 != last_h0:  # (a row's pixels share it: the two divisions were a tenth of the
+                            last_h0 = h0   # set-up of a 7x7 RGB stem)
+                            lo = 0 if h0 >= 0 else (geom.dilation_h - 1 - h0) // geom.dilation_h
+                            hi = 0 if h0 >= geom.in_h else (geom.in_h - 1 - h0) // geom.dilation_h + 1
+                            if hi > R:
+                                hi = R
                         if lo < hi:
                             pix_lo[j] = lo
                             pix_hi[j] = hi
