@@ -6,7 +6,8 @@
   that extra memory. Resident memory (VmHWM of a fresh child per case) is reported beside it as a cross-check
   that no C-side allocation escapes tracemalloc.
 - Warm-up: the first call of each op in a fresh process against the median of the next calls, as it comes and
-  with SciPy's BLAS imported beforehand (fastconv imports it on the first im2col call, a one-time ~0.15 s).
+  with SciPy's BLAS imported beforehand (fastconv imports it on the first im2col call, a one-time ~0.15 s), and
+  PyTorch's first call of the same op beside it (its fresh output memory faults in just the same).
 
 Run: ``python bench/bench_memory_warmup.py [--threads 2] [--batches 1,32]``. Prints one table; no timing is
 ever asserted.
@@ -49,6 +50,27 @@ if mode == "memory":
     tracemalloc.stop()
     print(json.dumps({"extra": peak - result.nbytes, "result": result.nbytes,
                       "rss_extra": hwm() - base - result.nbytes}))
+elif mode == "torch":  # PyTorch's own first call of the same op (channels_last), for comparison
+    try:
+        import torch
+    except ImportError:
+        print(json.dumps(None))
+        sys.exit(0)
+    torch.set_num_threads(threads)
+    xt, got = (torch.from_numpy(a).permute(0, 3, 1, 2) for a in (x, go))  # NCHW view of NHWC memory
+    wt = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous()
+    args = ([layer.stride] * 2, [layer.pad] * 2, [1, 1], False, [0, 0], 1)
+    call = {
+        "forward": lambda: torch.nn.functional.conv2d(xt, wt, stride=layer.stride, padding=layer.pad),
+        "grad_input": lambda: torch.ops.aten.convolution_backward(got, xt, wt, None, *args, [True, False, False]),
+        "grad_weight": lambda: torch.ops.aten.convolution_backward(got, xt, wt, None, *args, [False, True, False]),
+    }[op]
+    with torch.no_grad():
+        t0 = time.perf_counter(); call(); first = time.perf_counter() - t0
+        steady = []
+        for _ in range(7):
+            t0 = time.perf_counter(); call(); steady.append(time.perf_counter() - t0)
+    print(json.dumps({"first": first, "steady": float(np.median(steady))}))
 else:
     if mode == "warmup_blas":  # the one-time, per-process import of SciPy's BLAS (about 0.15 s) done already
         from fastconv import _threads
@@ -89,15 +111,17 @@ def main():
                 cells.append(f"{m['extra'] / 2**20:8.1f} /{max(m['rss_extra'], 0) / 2**20:7.1f}")
             print(f"{name:12s} {b:5d} " + " ".join(f"{c:>17s}" for c in cells))
 
-    print("\nfirst call / steady state, in a fresh process per op: as is / with SciPy's BLAS already imported")
-    print(f"{'layer':12s} " + " ".join(f"{op:>13s}" for op in OPS))
+    print("\nfirst call / steady state, in a fresh process per op: fastconv as is / fastconv with SciPy's BLAS "
+          "already imported / PyTorch (channels_last; '-' without it)")
+    print(f"{'layer':12s} " + " ".join(f"{op:>20s}" for op in OPS))
     for name in CASES:
         b = {"small_c1": 32, "small_c2": 32}.get(name, 1)
         cells = []
         for op in OPS:
-            cold, warm = (_child(name, b, op, args.threads, mode) for mode in ("warmup", "warmup_blas"))
-            cells.append(f"{cold['first'] / cold['steady']:6.2f} /{warm['first'] / warm['steady']:5.2f}")
-        print(f"{name:12s} " + " ".join(f"{c:>13s}" for c in cells))
+            cold, warm, peer = (_child(name, b, op, args.threads, mode) for mode in ("warmup", "warmup_blas", "torch"))
+            peer_cell = f"{peer['first'] / peer['steady']:5.2f}" if peer else "    -"
+            cells.append(f"{cold['first'] / cold['steady']:6.2f} /{warm['first'] / warm['steady']:5.2f} /{peer_cell}")
+        print(f"{name:12s} " + " ".join(f"{c:>20s}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -98,3 +98,24 @@ def test_bench_with_numpy_as_the_only_peer(tmp_path, monkeypatch, capsys):
     results = json.loads(out.read_text())
     assert list(results["peers"]) == ["numpy"] and png.stat().st_size > 0
     assert "channels_first vs NCHW" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["memory", "warmup", "torch"])
+def test_memory_and_warmup_children_report_their_measurements(mode):
+    # bench/bench_memory_warmup.py measures each case in a fresh child process; each mode's child runs and
+    # reports what the tables print (PyTorch's child reports null without PyTorch).
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_memory_warmup.py"
+    if not path.exists():
+        pytest.skip("the bench/ scripts are not beside these tests")
+    spec = importlib.util.spec_from_file_location("bench_memory_warmup", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for op in script.OPS:
+        got = script._child("mnist_c2", 2, op, 1, mode)
+        if mode == "torch" and got is None:
+            pytest.importorskip("torch")
+        keys = {"extra", "result", "rss_extra"} if mode == "memory" else {"first", "steady"}
+        assert set(got) == keys and all(got[k] >= 0 for k in keys if k != "rss_extra"), (op, got)
