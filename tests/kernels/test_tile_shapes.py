@@ -254,3 +254,32 @@ def test_forward_units_grow_where_the_weights_leave_the_l2(rng, monkeypatch):
         monkeypatch.setattr(_planning, "FEW_ITEMS_PER_THREAD", few)
         got.append(fastconv.conv2d(x, weight, padding="same", algorithm="direct"))
     np.testing.assert_array_equal(got[0], got[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_of_windows_wholly_below_the_input_read_nothing(dtype, rng):
+    """Output rows whose windows start below the input (padding 3, stride 3: the last row's windows start one
+    past the input's last row) take no taps, also when the unit before them ended on a row that had some. One
+    unit per output row, one thread, so that order is fixed; the rows after x hold NaN, which any read past x
+    would carry into the result."""
+    from fastconv import _layout, _problem
+
+    big = np.full((1, 6, 13, 3), np.nan, dtype)
+    big[:, :2] = rng.standard_normal((1, 2, 13, 3))
+    x = big[:, :2]
+    assert x.flags.c_contiguous
+    weight = rng.standard_normal((2, 4, 3, 64)).astype(dtype)
+    problem = _problem.conv_problem(x.shape, weight.shape, stride=3, padding=3, dilation=1, groups=1,
+                                    channels_last=True)
+    pixels, lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)
+    assert problem.output_shape == (1, 3, 6, 64)
+    packed = _layout.pack_direct_weights(weight, 1, lanes)
+    out = np.full(problem.output_shape, 7.0, dtype)
+    unit_tiles = -(-problem.out_w // pixels)  # one row of tiles per unit where a tile holds 6 pixels
+    conv_direct.forward_nhwc_tiled(x, packed.values, None, np.zeros(3, dtype), out, problem.geometry, unit_tiles,
+                                   False, False, False, 1)
+    x64, w64 = x.astype(np.float64), weight.astype(np.float64)
+    expected = reference.conv2d(x64, w64, None, stride=3, padding=((3, 3), (3, 3)))
+    check_close(out, expected, reference.conv2d(np.abs(x64), np.abs(w64), None, stride=3,
+                                                padding=((3, 3), (3, 3))), dtype)
+    assert np.all(out[:, 2] == 0) and np.all(out[:, 0] == 0)

@@ -234,7 +234,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 rem = p0 - n * Ho * Wo
             ho = rem // Wo
             wo = rem - ho * Wo
-            last_h0 = geom.in_h + 1  # (no window starts there)
+            last_h0 = -geom.pad_top - 1  # (no window starts there: h0 >= -pad_top)
             for tile in range(tile_count):
                 # Per pixel: the flat offset of its window's corner (n, h0, w0) in x (formed into a pointer only
                 # where the tap lies inside), its first column w0, and the kernel rows [rlo, rhi) inside the
