@@ -220,7 +220,8 @@ def test_finite_inputs_keep_their_algorithm():
     assert functional._finite(np.full(8, 5e37, np.float32)[::2])
     packed = _layout.pack_direct_weights(np.ones((3, 3, 8, 8)), 1, 8)
     assert functional._settle_algorithm(chosen, "auto", problem, [packed]) == chosen
-    assert functional._settle_algorithm(chosen, "auto", problem, [_layout.PackedWeights(packed.values, False)]) == "im2col"
+    not_finite = _layout.PackedWeights(packed.values, False)
+    assert functional._settle_algorithm(chosen, "auto", problem, [not_finite]) == "im2col"
 
 
 # ---------------------------------------------------------------------------------------------- random non-finites
