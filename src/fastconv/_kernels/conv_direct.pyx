@@ -46,8 +46,8 @@ cdef enum:
     # Output pixels per block of the tiled forward's NCHW write-out: 32 x 64 lanes of 4 bytes = 8 KiB of the
     # unit's buffer, read once per channel from L1, and 128 bytes written per channel row.
     NCHW_BLOCK = 32
-    # Outputs up to this size have the tiled forward's first channel block start its sums at the bias in the
-    # registers; larger ones are filled with it first (see conv2d_forward_nhwc_tiled).
+    # The tiled forward's first channel block starts its sums at the bias in the registers, except in an output
+    # of one block of channels over this size, which is filled with it first (see conv2d_forward_nhwc_tiled).
     INIT_IN_PLACE_MAX_BYTES = 8388608
     # The tiled weight gradient of a gradient of at most SEGMENT_GRAD_BYTES, over at least SEGMENT_MIN_CHUNKS
     # chunks of output rows, sums SEGMENTS segments of those rows in parallel, each into a partial gradient of
