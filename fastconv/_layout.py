@@ -5,6 +5,7 @@ All results are C-contiguous copies.
 """
 import numpy as np
 
+from fastconv import _memory
 from fastconv._kernels import layout_transpose, reductions, weight_packing
 from fastconv._threads import threads_for_bytes
 
@@ -139,12 +140,14 @@ def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=Fal
         k, cg, r, s = weight.shape
     else:
         r, s, cg, k = weight.shape
-    if not (oihw or flip_transpose) and groups == 1 and k == lanes and weight.flags.c_contiguous:
-        # One block of exactly `lanes` channels: that layout is HWIO itself, so the weights are read in place
-        # (a 64-channel kernel's copy took a quarter of a small convolution's call).
+    if (not (oihw or flip_transpose) and groups == 1 and k == lanes and weight.flags.c_contiguous
+            and _memory.vector_aligned(weight)):
+        # One block of exactly `lanes` channels: that layout is HWIO itself, so aligned weights are read in place
+        # (a 64-channel kernel's copy took a quarter of a small convolution's call; misaligned ones are copied:
+        # see _memory.VECTOR_ALIGNMENT).
         return PackedWeights(weight.reshape(-1))
     n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)
-    packed = np.empty(groups * -(-n_out // lanes) * r * s * n_in * lanes, dtype=weight.dtype)
+    packed = _memory.empty_aligned(groups * -(-n_out // lanes) * r * s * n_in * lanes, weight.dtype)
     finite = True
     if packed.size:
         finite = weight_packing.pack(np.ascontiguousarray(weight), packed, groups, lanes, flip_transpose, oihw,

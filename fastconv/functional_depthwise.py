@@ -22,7 +22,7 @@ import numpy as np
 
 from fastconv import _validation as check
 from fastconv._kernels import conv_depthwise
-from fastconv._memory import reusing_blocks
+from fastconv._memory import empty_aligned, reusing_blocks
 from fastconv._problem import conv_problem
 from fastconv._threads import threads_for_flops
 
@@ -148,16 +148,6 @@ def _conv_weight(weight, problem):
     return weight
 
 
-def _aligned_empty(shape, dtype):
-    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary (a cache line, one lane
-    block)."""
-    dtype = np.dtype(dtype)
-    size = math.prod(shape)
-    raw = np.empty(size + 64 // dtype.itemsize, dtype=dtype)
-    start = (-raw.__array_interface__["data"][0] % 64) // dtype.itemsize
-    return raw[start:start + size].reshape(shape)
-
-
 def _streams(shape, dtype):
     return math.prod(shape) * np.dtype(dtype).itemsize >= STREAM_BYTES
 
@@ -180,7 +170,7 @@ def _forward(problem, x, weight, bias, out, n_threads):
 
         return functional.conv2d(x, _conv_weight(weight, problem), bias, out=out, **_direct_options(problem))
     if out is None:
-        out = (_aligned_empty if problem.channels_last else np.empty)(problem.output_shape, x.dtype)
+        out = (empty_aligned if problem.channels_last else np.empty)(problem.output_shape, x.dtype)
     if problem.channels_last:
         lanes = conv_depthwise.lanes(x.dtype.itemsize)
         blocks = -(-problem.out_c // lanes)
@@ -201,7 +191,7 @@ def _grad_input(problem, grad_output, weight, n_threads):
 
         return functional.conv2d_grad_input(grad_output, _conv_weight(weight, problem), problem.input_shape,
                                             **_direct_options(problem))
-    result = (_aligned_empty if problem.channels_last else np.empty)(problem.input_shape, grad_output.dtype)
+    result = (empty_aligned if problem.channels_last else np.empty)(problem.input_shape, grad_output.dtype)
     if problem.channels_last:
         lanes = conv_depthwise.lanes(grad_output.dtype.itemsize)
         r, s, c, m = problem.kernel_h, problem.kernel_w, problem.in_c, problem.out_c // problem.in_c

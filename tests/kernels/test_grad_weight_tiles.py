@@ -195,3 +195,38 @@ def test_weight_gradient_bits_do_not_depend_on_the_chunk_size(rng, monkeypatch):
         got.append(fastconv.conv2d_grad_weight(gy, x, (3, 3, 40, 64), padding="same", algorithm="direct"))
     for g in got[1:]:
         np.testing.assert_array_equal(got[0], g)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel", [
+    ((2, 10, 10, 24), (3, 3)),   # 216 gradient rows: a misaligned output gradient is copied into panels
+    ((3, 10, 12, 8), (5, 5)),    # 200 rows across taps: also in row segments (few tiles, many chunks)
+    ((2, 9, 9, 6), (3, 3)),      # 54 rows: read in place wherever it lies
+])
+@pytest.mark.parametrize("chunk_rows", [1, 3])
+def test_weight_gradient_of_an_output_gradient_off_a_cache_line(shape, kernel, chunk_rows, dtype, rng):
+    """One block of lanes of output gradient, 8 or 16 bytes past a 64-byte boundary (where NumPy puts large
+    arrays), read in place or through aligned panels: bit for bit the aligned operand's result, on 1 and 2
+    threads, and the reference's."""
+    from fastconv._kernels import conv_direct
+    from fastconv._problem import conv_problem
+
+    k = conv_direct.tile_shape(np.dtype(dtype).itemsize, 1)[1]  # one block of lanes exactly: no padded copy
+    weight_shape = kernel + (shape[3], k)
+    problem = conv_problem(shape, weight_shape, stride=1, padding="valid", dilation=1, groups=1, channels_last=True)
+    x = rng.standard_normal(shape).astype(dtype)
+    gy = rng.standard_normal(problem.output_shape).astype(dtype)
+    results = []
+    for offset in (0, 8, 16):
+        raw = np.empty(gy.nbytes + 128, dtype=np.uint8)
+        start = -raw.ctypes.data % 64 + offset
+        placed = raw[start:start + gy.nbytes].view(dtype).reshape(gy.shape)
+        placed[...] = gy
+        for threads in (1, 2):
+            got = np.zeros(weight_shape, dtype)
+            conv_direct.grad_weight_nhwc_tiled(placed, x, got, problem.geometry, chunk_rows, threads)
+            results.append(got)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(results[0], reference.conv2d_grad_weight(gy, x, weight_shape), rtol=tol, atol=tol)
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])

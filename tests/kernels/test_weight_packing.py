@@ -76,17 +76,38 @@ def test_packing_tells_whether_every_weight_is_finite(bad, dtype, flip_transpose
         assert not pack(hit).finite, index
 
 
+def aligned_copy(a, offset_bytes=0):
+    """A copy of `a` whose data starts `offset_bytes` past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 128, dtype=np.uint8)
+    start = -raw.ctypes.data % 64 + offset_bytes
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_one_block_of_hwio_is_read_in_place_and_still_checked(bad, dtype, rng):
-    # One group of exactly `lanes` output channels: the packed layout is HWIO itself, so no copy is made, and
-    # finiteness is learnt when asked (it was a by-product of the copy).
-    hwio = (rng.uniform(-1, 1, (3, 3, 40, 16)) * np.finfo(dtype).max).astype(dtype)
+    # One group of exactly `lanes` output channels: the packed layout is HWIO itself, so aligned weights are not
+    # copied, and finiteness is learnt when asked (it was a by-product of the copy).
+    hwio = aligned_copy((rng.uniform(-1, 1, (3, 3, 40, 16)) * np.finfo(dtype).max).astype(dtype))
     packed = _layout.pack_direct_weights(hwio, 1, 16)
     assert np.shares_memory(packed.values, hwio) and packed.finite
-    hit = hwio.copy()
+    hit = aligned_copy(hwio)
     hit[2, 1, 39, 15] = bad
     assert not _layout.pack_direct_weights(hit, 1, 16).finite
     # Any other layout or block count is copied.
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 1, 16, flip_transpose=True).values, hwio)
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 2, 8).values, hwio)
+
+
+@pytest.mark.parametrize("offset", [8, 16, 40])
+@pytest.mark.parametrize("shape, groups, lanes", [((3, 3, 40, 16), 1, 16), ((3, 3, 6, 9), 3, 32)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_weights_start_on_a_cache_line(offset, shape, groups, lanes, dtype, rng):
+    # The kernels' vector loads of the weights straddle cache lines otherwise: weights off a line are copied,
+    # even where the layout would let them be read in place, and every copy is aligned.
+    hwio = aligned_copy(rng.standard_normal(shape).astype(dtype), offset)
+    packed = _layout.pack_direct_weights(hwio, groups, lanes)
+    assert packed.values.ctypes.data % 64 == 0 and not np.shares_memory(packed.values, hwio)
+    np.testing.assert_array_equal(packed.values, reference_pack(hwio, groups, lanes, False).reshape(-1))

@@ -30,6 +30,11 @@ cdef extern from *:
     """
     void prefetch "fc_dw_prefetch"(const void* p) noexcept nogil
 
+cdef extern from "aligned_buffer.h" nogil:
+    # (the rings and tails the tiles load vectors from)
+    void* fc_aligned_malloc(size_t bytes)
+    void fc_aligned_free(void* p)
+
 cdef extern from "depthwise_tile.h" nogil:
     int DW_BLOCK_BYTES
     int DW_ISA_BASELINE
@@ -301,13 +306,13 @@ cdef void depthwise_forward_nhwc(const floating[:, :, :, ::1] x,
     # Non-temporal stores need every full lane block of the output aligned to 64 bytes.
     stream = stream and (<size_t> &out[0, 0, 0, 0]) % 64 == 0 and (K * sizeof(floating)) % 64 == 0
     with parallel(num_threads=n_threads):
-        ring = <floating*> malloc(span * row_elems * sizeof(floating))
+        ring = <floating*> fc_aligned_malloc(span * row_elems * sizeof(floating))
         tags = <Py_ssize_t*> malloc(span * sizeof(Py_ssize_t))
         aptr = <const floating**> malloc(R * S * sizeof(floating*))
         bptr = <const floating**> malloc(R * S * sizeof(floating*))
         rows = <const floating**> malloc(R * sizeof(floating*))
         wrows = <const floating**> malloc(R * sizeof(floating*))
-        tail = <floating*> malloc(Wo * KB * sizeof(floating))
+        tail = <floating*> fc_aligned_malloc(Wo * KB * sizeof(floating))
         for unit in prange(n_units, schedule="static"):
             wu = decode_unit(unit, n_groups, group_blocks, n_kblocks, KB, K, n_bands, band_rows, Ho)
             n, kb0, kb1, k_lo, width, ho0, ho1 = wu.n, wu.block0, wu.block1, wu.lo, wu.width, wu.row0, wu.row1
@@ -369,13 +374,13 @@ cdef void depthwise_forward_nhwc(const floating[:, :, :, ::1] x,
                             for l in range(kw):
                                 dst[l] = tail[wo * KB + l]
         dw_store_fence()
-        free(ring)
+        fc_aligned_free(ring)
         free(tags)
         free(aptr)
         free(bptr)
         free(rows)
         free(wrows)
-        free(tail)
+        fc_aligned_free(tail)
 
 
 # ---------------------------------------------------------------- NHWC input gradient
@@ -430,14 +435,14 @@ cdef void depthwise_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
     # Non-temporal stores need every full lane block of the output aligned to 64 bytes.
     stream = stream and (<size_t> &grad_in[0, 0, 0, 0]) % 64 == 0 and (C * sizeof(floating)) % 64 == 0
     with parallel(num_threads=n_threads):
-        ring = <floating*> malloc(span * row_elems * sizeof(floating))
+        ring = <floating*> fc_aligned_malloc(span * row_elems * sizeof(floating))
         tags = <Py_ssize_t*> malloc(span * sizeof(Py_ssize_t))
         row_slot = <Py_ssize_t*> malloc(R * sizeof(Py_ssize_t))
         row_tap = <Py_ssize_t*> malloc(R * sizeof(Py_ssize_t))
         aptr = <const floating**> malloc(R * S * M * sizeof(floating*))
         bptr = <const floating**> malloc(R * S * M * sizeof(floating*))
-        tail = <floating*> malloc((W + 1) * KB * sizeof(floating))
-        zeros = <floating*> malloc(KB * sizeof(floating))
+        tail = <floating*> fc_aligned_malloc((W + 1) * KB * sizeof(floating))
+        zeros = <floating*> fc_aligned_malloc(KB * sizeof(floating))
         memset(zeros, 0, KB * sizeof(floating))
         for unit in prange(n_units, schedule="static"):
             wu = decode_unit(unit, n_groups, group_blocks, n_cblocks, KB, C, n_bands, band_rows, H)
@@ -521,14 +526,14 @@ cdef void depthwise_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
                                 for l in range(kw):
                                     dst[l] = tail[j * KB + l]
         dw_store_fence()
-        free(ring)
+        fc_aligned_free(ring)
         free(tags)
         free(row_slot)
         free(row_tap)
         free(aptr)
         free(bptr)
-        free(tail)
-        free(zeros)
+        fc_aligned_free(tail)
+        fc_aligned_free(zeros)
 
 
 # ---------------------------------------------------------------- NHWC weight gradient
@@ -573,13 +578,13 @@ cdef void depthwise_grad_weight_nhwc(const floating[:, :, :, ::1] grad_out,
     cdef const floating* src
 
     with parallel(num_threads=n_threads):
-        ring = <floating*> malloc(span * row_elems * sizeof(floating))
+        ring = <floating*> fc_aligned_malloc(span * row_elems * sizeof(floating))
         tags = <Py_ssize_t*> malloc(span * sizeof(Py_ssize_t))
         aptr = <const floating**> malloc(n_taps * sizeof(floating*))
         accp = <floating**> malloc(n_taps * sizeof(floating*))
         rows = <const floating**> malloc(R * sizeof(floating*))
         accrows = <floating**> malloc(R * sizeof(floating*))
-        gtail = <floating*> malloc(Wo * KB * sizeof(floating))
+        gtail = <floating*> fc_aligned_malloc(Wo * KB * sizeof(floating))
         for unit in prange(n_units, schedule="static"):
             wu = decode_unit(unit, n_groups, group_blocks, n_kblocks, KB, K, n_bands, band_rows, Ho)
             chunk, n, kb0, kb1, k_lo, width = wu.chunk, wu.n, wu.block0, wu.block1, wu.lo, wu.width
@@ -642,13 +647,13 @@ cdef void depthwise_grad_weight_nhwc(const floating[:, :, :, ::1] grad_out,
                             run_channels_gw(isa, nt - t0 if nt - t0 < gwt else gwt, aptr + t0, lo, sw * KB, grow,
                                             g_step, Wo, accp + t0, kb * KB)
                             t0 = t0 + gwt
-        free(ring)
+        fc_aligned_free(ring)
         free(tags)
         free(aptr)
         free(accp)
         free(rows)
         free(accrows)
-        free(gtail)
+        fc_aligned_free(gtail)
 
     # The chunks' sums, added in chunk order: each (tap, lane block) of the result has one owner.
     for item in prange(n_taps * n_kblocks, num_threads=n_threads, schedule="static"):
@@ -726,8 +731,8 @@ cdef void depthwise_forward_nchw(const floating[:, :, :, ::1] x,
     cdef const floating** aptr
 
     with parallel(num_threads=n_threads):
-        planes = <floating*> malloc(sh * sw * plane_stride * sizeof(floating))
-        flat = <floating*> malloc(count * sizeof(floating))
+        planes = <floating*> fc_aligned_malloc(sh * sw * plane_stride * sizeof(floating))
+        flat = <floating*> fc_aligned_malloc(count * sizeof(floating))
         aptr = <const floating**> malloc(n_taps * sizeof(floating*))
         memset(planes, 0, sh * sw * plane_stride * sizeof(floating))
         for plane in prange(geom.batch * C, schedule="static"):
@@ -743,8 +748,8 @@ cdef void depthwise_forward_nchw(const floating[:, :, :, ::1] x,
                 run_rows(isa, n_taps, aptr, &weight[k, 0], bias[k] if bias != NULL else 0, count, flat)
                 for ho in range(Ho):
                     memcpy(&out[n, k, ho, 0], flat + ho * P, Wo * sizeof(floating))
-        free(planes)
-        free(flat)
+        fc_aligned_free(planes)
+        fc_aligned_free(flat)
         free(aptr)
 
 
@@ -777,10 +782,10 @@ cdef void depthwise_grad_input_nchw(const floating[:, :, :, ::1] grad_out,
     cdef const floating* src
 
     with parallel(num_threads=n_threads):
-        gplanes = <floating*> malloc(M * plane_stride * sizeof(floating))
-        flat = <floating*> malloc(max_count * sizeof(floating))
+        gplanes = <floating*> fc_aligned_malloc(M * plane_stride * sizeof(floating))
+        flat = <floating*> fc_aligned_malloc(max_count * sizeof(floating))
         aptr = <const floating**> malloc(n_taps * sizeof(floating*))
-        wt = <floating*> malloc(n_taps * sizeof(floating))
+        wt = <floating*> fc_aligned_malloc(n_taps * sizeof(floating))
         memset(gplanes, 0, M * plane_stride * sizeof(floating))
         for plane in prange(geom.batch * C, schedule="static"):
             n = plane // C
@@ -822,10 +827,10 @@ cdef void depthwise_grad_input_nchw(const floating[:, :, :, ::1] grad_out,
                         else:
                             for j in range(nw):
                                 dst[pw + j * sw] = flat[i * P + j]
-        free(gplanes)
-        free(flat)
+        fc_aligned_free(gplanes)
+        fc_aligned_free(flat)
         free(aptr)
-        free(wt)
+        fc_aligned_free(wt)
 
 
 cdef void depthwise_grad_weight_nchw(const floating[:, :, :, ::1] grad_out,
@@ -852,9 +857,9 @@ cdef void depthwise_grad_weight_nchw(const floating[:, :, :, ::1] grad_out,
     cdef const floating** aptr
 
     with parallel(num_threads=n_threads):
-        planes = <floating*> malloc(sh * sw * plane_stride * sizeof(floating))
-        gflat = <floating*> malloc(count * sizeof(floating))
-        acc = <floating*> malloc(gwt * VL * sizeof(floating))
+        planes = <floating*> fc_aligned_malloc(sh * sw * plane_stride * sizeof(floating))
+        gflat = <floating*> fc_aligned_malloc(count * sizeof(floating))
+        acc = <floating*> fc_aligned_malloc(gwt * VL * sizeof(floating))
         aptr = <const floating**> malloc(n_taps * sizeof(floating*))
         memset(planes, 0, sh * sw * plane_stride * sizeof(floating))
         memset(gflat, 0, count * sizeof(floating))
@@ -882,9 +887,9 @@ cdef void depthwise_grad_weight_nchw(const floating[:, :, :, ::1] grad_out,
                             total = total + acc[t * VL + l]
                         partial[n, k, t0 + t] = total
                     t0 = t0 + gwt
-        free(planes)
-        free(gflat)
-        free(acc)
+        fc_aligned_free(planes)
+        fc_aligned_free(gflat)
+        fc_aligned_free(acc)
         free(aptr)
 
     # Images added in order: each weight element has one owner.

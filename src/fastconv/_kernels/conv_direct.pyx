@@ -11,6 +11,11 @@ from libc.string cimport memcpy, memset
 from fastconv._kernels.cpu_dispatch cimport active_isa
 from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
 
+cdef extern from "aligned_buffer.h" nogil:
+    # (buffers the tiles load vectors from or store them to: see the header for what a straddling load costs)
+    void* fc_aligned_malloc(size_t bytes)
+    void fc_aligned_free(void* p)
+
 cdef extern from "direct_tile.h" nogil:
     ctypedef void (*fc_tile_f32)(Py_ssize_t, const float * const *, Py_ssize_t, Py_ssize_t,
                                  const float * const *, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t,
@@ -61,6 +66,9 @@ cdef enum:
     SEGMENT_MIN_CHUNKS = 4
     SEGMENT_FEW_ITEMS = 16
     SEGMENT_STREAM_BYTES = 16777216
+    # Gradient rows (R * S * C / groups) from which a misaligned one-block output gradient is copied into
+    # 64-byte aligned panels for the weight gradient (see conv2d_grad_weight_nhwc_tiled).
+    PANEL_MIN_GRAD_ROWS = 192
 
 
 cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
@@ -213,8 +221,8 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         pix_lo = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         pix_hi = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         pix_w = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
-        unitbuf = <floating*> malloc(unit_pixels * KB * sizeof(floating))
-        bias_row = <floating*> malloc(KB * sizeof(floating))
+        unitbuf = <floating*> fc_aligned_malloc(unit_pixels * KB * sizeof(floating))
+        bias_row = <floating*> fc_aligned_malloc(KB * sizeof(floating))
         for item in prange(n_items, schedule="dynamic"):
             kb = item % n_kblocks
             g = (item // n_kblocks) % geom.groups
@@ -389,8 +397,8 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         free(pix_lo)
         free(pix_hi)
         free(pix_w)
-        free(unitbuf)
-        free(bias_row)
+        fc_aligned_free(unitbuf)
+        fc_aligned_free(bias_row)
 
 
 cdef inline void pack_grad_out_rows(const floating[:, :, :, ::1] grad_out, Py_ssize_t row0, Py_ssize_t row1,
@@ -581,7 +589,12 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
     cdef Py_ssize_t grad_size = n_grad_rows * K
     cdef Py_ssize_t K_padded = grad_out.shape[3]
-    cdef bint use_panels = (Kg + KB - 1) // KB > 1
+    # Panels also for one block where grad_out is not 64-byte aligned (NumPy's large arrays lie 16 bytes past a
+    # page) and each of its values meets enough gradient rows that the copy costs less than the tile's vector
+    # loads straddling cache lines (one thread, misaligned -> panels: vgg_conv1_2 29.3 -> 26.4 ms, MNIST's
+    # second conv 2.30 -> 2.00; a 7x7 RGB stem, 147 rows, lost: 1.04-1.13 -> 1.20 ms at 2 threads).
+    cdef bint use_panels = (Kg + KB - 1) // KB > 1 or (
+        n_grad_rows >= PANEL_MIN_GRAD_ROWS and (<size_t> &grad_out[0, 0, 0, 0]) % 64 != 0)
     cdef Py_ssize_t panel_size = chunk_rows * Wo * K_padded
     cdef Py_ssize_t chunk_pixels = chunk_rows * Wo
     # Where grad_weight_tile finds block b of pixel p: go + b * block_stride + (p - pixel0) * pixel_stride, go
@@ -612,9 +625,10 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t grad_out_bytes = n_rows * Wo * grad_out.shape[3] * sizeof(floating)
     if (n_chunks >= SEGMENT_MIN_CHUNKS and grad_size * sizeof(floating) <= SEGMENT_GRAD_BYTES
             and (n_items * ((Kg + KB - 1) // KB) < SEGMENT_FEW_ITEMS or grad_out_bytes >= SEGMENT_STREAM_BYTES)):
-        partials = <floating*> malloc(SEGMENTS * grad_size * sizeof(floating))  # (if NULL: the chunk loop)
+        # (if NULL: the chunk loop)
+        partials = <floating*> fc_aligned_malloc(SEGMENTS * grad_size * sizeof(floating))
     if partials == NULL and use_panels:
-        shared_panels = <floating*> malloc(panel_size * sizeof(floating))
+        shared_panels = <floating*> fc_aligned_malloc(panel_size * sizeof(floating))
         if shared_panels == NULL:
             return -1
 
@@ -623,12 +637,12 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
         bptrs = <const floating**> malloc(chunk_rows * sizeof(floating*))
         row_offsets = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         tap_pixels = <Py_ssize_t*> malloc(chunk_rows * sizeof(Py_ssize_t))
-        xpack = <floating*> malloc(chunk_rows * Wo * WB * sizeof(floating))
-        scratch = <floating*> malloc(WB * KB * sizeof(floating))
+        xpack = <floating*> fc_aligned_malloc(chunk_rows * Wo * WB * sizeof(floating))
+        scratch = <floating*> fc_aligned_malloc(WB * KB * sizeof(floating))
         own_panels = NULL
         if partials != NULL:
             if use_panels:
-                own_panels = <floating*> malloc(panel_size * sizeof(floating))
+                own_panels = <floating*> fc_aligned_malloc(panel_size * sizeof(floating))
                 if own_panels == NULL:
                     failed_flag[0] = 1
             own_go = own_panels if use_panels else go_flat
@@ -676,11 +690,11 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
         free(bptrs)
         free(row_offsets)
         free(tap_pixels)
-        free(xpack)
-        free(scratch)
-        free(own_panels)
-    free(partials)
-    free(shared_panels)
+        fc_aligned_free(xpack)
+        fc_aligned_free(scratch)
+        fc_aligned_free(own_panels)
+    fc_aligned_free(partials)
+    fc_aligned_free(shared_panels)
     return -1 if failed else 0
 
 
