@@ -111,3 +111,4 @@ def test_packed_weights_start_on_a_cache_line(offset, shape, groups, lanes, dtyp
     packed = _layout.pack_direct_weights(hwio, groups, lanes)
     assert packed.values.ctypes.data % 64 == 0 and not np.shares_memory(packed.values, hwio)
     np.testing.assert_array_equal(packed.values, reference_pack(hwio, groups, lanes, False).reshape(-1))
+

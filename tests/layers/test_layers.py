@@ -33,6 +33,15 @@ def test_glorot_uniform_kernel_and_zero_bias():
     assert (bias == 0).all()
 
 
+def test_layer_weights_start_on_a_cache_line():
+    # Layers allocate their weights aligned, so a 64-lane kernel is read in place at every call, never copied.
+    model = fastconv.Sequential([layers.Input((6, 6, 3)), layers.Conv2D(64, 3), layers.Conv2D(7, 1), layers.Flatten(),
+                                 layers.Dense(5)])
+    assert all(w.value.ctypes.data % 64 == 0 and w.value.flags.c_contiguous for w in model.weights)
+    model.set_weights([np.full(w.shape, 0.5, w.dtype) for w in model.weights])
+    assert all(w.value.ctypes.data % 64 == 0 for w in model.weights)
+
+
 def test_set_random_seed_and_seeded_initializers_reproduce_weights():
     fastconv.utils.set_random_seed(11)
     a = layers.Dense(4)
