@@ -121,7 +121,7 @@ def _direct_forward_nhwc(problem, x, weight, bias, out, n_threads, *, packed=Non
         unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads, x.dtype.itemsize)
         batch_inner = not out_nchw and _planning.forward_tiles_over_batch(problem, pixels)
         conv_direct.forward_nhwc_tiled(x, packed.values, bias, zeros, out, problem.geometry, unit_tiles, relu,
-                                       out_nchw, batch_inner, n_threads)
+                                       out_nchw, batch_inner, n_threads, packed.row)
         return relu
     hwio = _layout.oihw_to_hwio(weight) if oihw else weight
     if flip_transpose:

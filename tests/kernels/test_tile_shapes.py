@@ -277,9 +277,54 @@ def test_rows_of_windows_wholly_below_the_input_read_nothing(dtype, rng):
     out = np.full(problem.output_shape, 7.0, dtype)
     unit_tiles = -(-problem.out_w // pixels)  # one row of tiles per unit where a tile holds 6 pixels
     conv_direct.forward_nhwc_tiled(x, packed.values, None, np.zeros(3, dtype), out, problem.geometry, unit_tiles,
-                                   False, False, False, 1)
+                                   False, False, False, 1, packed.row)
     x64, w64 = x.astype(np.float64), weight.astype(np.float64)
     expected = reference.conv2d(x64, w64, None, stride=3, padding=((3, 3), (3, 3)))
     check_close(out, expected, reference.conv2d(np.abs(x64), np.abs(w64), None, stride=3,
                                                 padding=((3, 3), (3, 3))), dtype)
     assert np.all(out[:, 2] == 0) and np.all(out[:, 0] == 0)
+
+
+def placed(a, offset_bytes):
+    """A copy of `a` whose data starts `offset_bytes` past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 128, dtype=np.uint8)
+    start = -raw.ctypes.data % 64 + offset_bytes
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k_blocks, kernel, stride, padding, dilation, relu", [
+    ((2, 9, 10, 5), 2, (3, 3), 1, "valid", 1, False),     # whole kernel rows merged into one tap
+    ((1, 7, 8, 40), 2, (3, 3), 1, "same", 1, True),       # padded taps; a partial tile; fused ReLU
+    ((2, 11, 11, 16), 2, (2, 2), 2, "valid", 2, False),   # strided, dilated
+    ((1, 5, 6, 300), 2, (3, 3), 1, "same", 1, False),     # input channels in two blocks per pass
+])
+def test_hwio_read_in_place_gives_the_packed_bits(shape, k_blocks, kernel, stride, padding, dilation, relu, dtype,
+                                                  rng):
+    """One group of whole blocks of lanes (rows of at most 512 bytes): aligned HWIO weights are read in place,
+    rows K apart, each block its lanes of every row; misaligned ones are packed. The same sums in the same order: the same bits, and the
+    reference's values."""
+    from fastconv import _layout
+
+    lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]
+    k = k_blocks * lanes
+    assert conv_direct.tile_shape(np.dtype(dtype).itemsize, k)[1] == lanes
+    x = rng.standard_normal(shape).astype(dtype)
+    hwio = rng.standard_normal(kernel + (shape[3], k)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    aligned, off_line = placed(hwio, 0), placed(hwio, 16)
+    assert _layout.pack_direct_weights(aligned, 1, lanes).row == k
+    assert _layout.pack_direct_weights(off_line, 1, lanes).row == 0
+    opts = dict(stride=stride, padding=padding, dilation=dilation, algorithm="direct")
+    run = conv2d_relu if relu else fastconv.conv2d
+    in_place, packed = run(x, aligned, bias, **opts), run(x, off_line, bias, **opts)
+    np.testing.assert_array_equal(in_place, packed)
+    x64, w64 = x.astype(np.float64), hwio.astype(np.float64)
+    expected = reference.conv2d(x64, w64, bias.astype(np.float64), stride=stride, padding=padding, dilation=dilation)
+    if relu:
+        expected = np.maximum(expected, 0)
+    bound = reference.conv2d(np.abs(x64), np.abs(w64), np.abs(bias.astype(np.float64)), stride=stride,
+                             padding=padding, dilation=dilation)
+    check_close(in_place, expected, bound, dtype)

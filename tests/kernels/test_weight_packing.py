@@ -39,8 +39,8 @@ def reference_pack(hwio, groups, lanes, flip_transpose):
     ((3, 2, 4, 12), 3, 8),      # groups, a non-square kernel
     ((1, 1, 7, 70), 2, 16),
     ((2, 3, 6, 9), 3, 32),      # fewer channels than one block
-    ((3, 3, 16, 32), 1, 16),    # whole blocks only
-    ((3, 3, 6, 16), 1, 16),     # exactly one block: HWIO is read in place (the others are copied)
+    ((3, 3, 16, 32), 1, 16),    # whole blocks, one group: HWIO is read in place where aligned
+    ((3, 3, 6, 16), 1, 16),     # exactly one block: the same
     ((3, 3, 40, 70), 1, 64),    # flipped: 16 x 16 register blocks of the transpose and scalar edges on both sides
 ])
 def test_pack_matches_its_definition(shape, groups, lanes, dtype, flip_transpose, oihw, rng):
@@ -48,7 +48,18 @@ def test_pack_matches_its_definition(shape, groups, lanes, dtype, flip_transpose
     weight = np.ascontiguousarray(hwio.transpose(3, 2, 0, 1)) if oihw else hwio
     got = _layout.pack_direct_weights(weight, groups, lanes, flip_transpose=flip_transpose, oihw=oihw)
     assert got.values.dtype == dtype and got.values.flags.c_contiguous and got.finite
-    np.testing.assert_array_equal(got.values, reference_pack(hwio, groups, lanes, flip_transpose))
+    np.testing.assert_array_equal(as_packed(got, hwio.shape, lanes), reference_pack(hwio, groups, lanes,
+                                                                                   flip_transpose))
+
+
+def as_packed(got, hwio_shape, lanes):
+    """PackedWeights' values in the packed layout: as they are, or, for HWIO read in place (rows `row` apart),
+    each block's lanes of every row."""
+    if not got.row:
+        return got.values
+    r, s, c, k = hwio_shape
+    assert got.row == k
+    return got.values.reshape(r, s, c, k // lanes, lanes).transpose(3, 0, 1, 2, 4).reshape(-1)
 
 
 def test_flip_transpose_packs_the_flipped_transposed_kernel(rng):
@@ -96,7 +107,14 @@ def test_one_block_of_hwio_is_read_in_place_and_still_checked(bad, dtype, rng):
     hit = aligned_copy(hwio)
     hit[2, 1, 39, 15] = bad
     assert not _layout.pack_direct_weights(hit, 1, 16).finite
-    # Any other layout or block count is copied.
+    # Several whole blocks too, rows K apart; any other layout, group count or partial block is copied.
+    wider = aligned_copy(rng.standard_normal((3, 3, 5, 48)).astype(dtype))
+    assert np.shares_memory(_layout.pack_direct_weights(wider, 1, 16).values, wider)
+    assert _layout.pack_direct_weights(wider, 1, 16).row == 48
+    assert not np.shares_memory(_layout.pack_direct_weights(wider, 1, 32).values, wider)
+    # Rows wider than HWIO_IN_PLACE_MAX_ROW_BYTES are packed (their blocks' runs lie too far apart).
+    widest = aligned_copy(np.zeros((1, 1, 2, 2 * _layout.HWIO_IN_PLACE_MAX_ROW_BYTES // np.dtype(dtype).itemsize), dtype))
+    assert _layout.pack_direct_weights(widest, 1, widest.shape[3] // 2).row == 0
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 1, 16, flip_transpose=True).values, hwio)
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 2, 8).values, hwio)
 

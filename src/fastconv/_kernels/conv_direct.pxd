@@ -17,13 +17,15 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N, H,
 # relu: write max(out, 0), NaN kept (the fused activation of a Conv2D layer). out_nchw: write out as
 # (N, K, Ho, Wo) instead (the channels_first forward, without a transposing pass). batch_inner (NHWC output only):
 # tiles run over the images at each output position (no products of padding on small padded images).
+# weight_row (not 0): packed_weight is HWIO itself, rows weight_row = K apart (one group, K a whole number of
+# lanes blocks): no packing pass.
 cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N, H, W, C)
                                     const floating[::1] packed_weight,  # IN  packed, see above
                                     const floating* bias,               # IN  (K,) or NULL
                                     const floating* zeros,              # IN  (C/groups,) zeros
                                     floating[:, :, :, ::1] out,         # OUT (N, Ho, Wo, K) or (N, K, Ho, Wo)
                                     ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
-                                    bint batch_inner, int n_threads) noexcept nogil
+                                    bint batch_inner, int n_threads, Py_ssize_t weight_row=*) noexcept nogil
 
 # Weight gradient with register tiles; grad_out's channels are zero-padded per group to whole blocks of lanes
 # and grad_weight must be zero-filled (accumulated into), see conv_direct.grad_weight_nhwc_tiled. Returns 0, or

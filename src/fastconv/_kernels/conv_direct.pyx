@@ -154,7 +154,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                     const floating* zeros,
                                     floating[:, :, :, ::1] out,
                                     ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
-                                    bint batch_inner, int n_threads) noexcept nogil:
+                                    bint batch_inner, int n_threads, Py_ssize_t weight_row=0) noexcept nogil:
     # Output pixels, flattened over (n, ho, wo), are cut into tiles of WB (rows of the register tile may belong
     # to different output rows or images, so no lanes idle at row ends) and tiles into units. Work item = (unit,
     # group, block of output channels). Per item: the input pointers of every (tile, tap) are laid out once;
@@ -174,7 +174,10 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t n_units = (n_pixels + unit_pixels - 1) // unit_pixels
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
     cdef Py_ssize_t n_items = n_units * geom.groups * n_kblocks
-    cdef Py_ssize_t block_size = R * S * Cg * KB
+    # Packed weights: blocks of (R, S, Cg, KB), rows KB apart. weight_row (not 0): HWIO itself (one group, K a
+    # whole number of blocks), rows weight_row = K apart, block kb starting kb * KB into each row.
+    cdef Py_ssize_t w_row = weight_row if weight_row else KB
+    cdef Py_ssize_t block_size = KB if weight_row else R * S * Cg * KB
     cdef Py_ssize_t tile_ptrs = R * S * WB
     cdef Py_ssize_t cblock = WEIGHT_BLOCK_BYTES * (2 if wide else 1) // (R * S * KB * sizeof(floating))
     cdef const floating* packed = &packed_weight[0]
@@ -306,13 +309,13 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 for r in range(r_lo, r_hi):
                     row_off = r * geom.dilation_h * geom.in_w * geom.in_c
                     if merged[tile]:
-                        tap_offsets[tile * R * S + taps] = r * S * Cg * KB
+                        tap_offsets[tile * R * S + taps] = r * S * Cg * w_row
                         for j in range(WB):
                             xptrs[tile * tile_ptrs + taps * WB + j] = x0 + (pix_off[j] + row_off)
                         taps = taps + 1
                         continue
                     for s in range(S):
-                        tap_offsets[tile * R * S + taps] = (r * S + s) * Cg * KB
+                        tap_offsets[tile * R * S + taps] = (r * S + s) * Cg * w_row
                         for j in range(WB):
                             iw = pix_w[j] + s * geom.dilation_w
                             if pix_lo[j] <= r < pix_hi[j] and 0 <= iw < geom.in_w:
@@ -349,12 +352,12 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                     nc = cblock
                 for tile in range(tile_count):
                     for t in range(n_taps[tile]):
-                        wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * KB
+                        wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * w_row
                     if tile < out_tiles:
                         acc = out_flat + (p0 + tile * WB) * K + k0
                     else:
                         acc = unitbuf + tile * WB * KB
-                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB, S * nc if merged[tile] else nc,
+                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, w_row, S * nc if merged[tile] else nc,
                              acc, K if tile < out_tiles else KB, isa, wide,
                              bias_row if cb == 0 and (not prefill or tile >= out_tiles) else NULL)
             if out_nchw:
@@ -805,7 +808,8 @@ def tile_shape(itemsize, Py_ssize_t channels):
 
 def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,
                        const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom,
-                       Py_ssize_t unit_tiles, bint relu, bint out_nchw, bint batch_inner, int n_threads):
+                       Py_ssize_t unit_tiles, bint relu, bint out_nchw, bint batch_inner, int n_threads,
+                       Py_ssize_t weight_row=0):
     """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout), best
     64-byte aligned (its vector loads straddle cache lines otherwise: 15-20% slower);
     zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept); out_nchw: out is (N, K, Ho, Wo);
@@ -817,7 +821,7 @@ def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packe
         bias_ptr = &bias_view[0]
     with nogil:
         conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu, out_nchw,
-                                  batch_inner and not out_nchw, n_threads)
+                                  batch_inner and not out_nchw, n_threads, weight_row)
 
 
 def grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out_padded, const floating[:, :, :, ::1] x,
