@@ -304,8 +304,8 @@ def placed(a, offset_bytes):
 def test_hwio_read_in_place_gives_the_packed_bits(shape, k_blocks, kernel, stride, padding, dilation, relu, dtype,
                                                   rng):
     """One group of whole blocks of lanes (rows of at most 512 bytes): aligned HWIO weights are read in place,
-    rows K apart, each block its lanes of every row; misaligned ones are packed. The same sums in the same order: the same bits, and the
-    reference's values."""
+    rows K apart, each block its lanes of every row; misaligned ones are packed. The same sums in the same order:
+    the same bits, and the reference's values."""
     from fastconv import _layout
 
     lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]

@@ -113,7 +113,8 @@ def test_one_block_of_hwio_is_read_in_place_and_still_checked(bad, dtype, rng):
     assert _layout.pack_direct_weights(wider, 1, 16).row == 48
     assert not np.shares_memory(_layout.pack_direct_weights(wider, 1, 32).values, wider)
     # Rows wider than HWIO_IN_PLACE_MAX_ROW_BYTES are packed (their blocks' runs lie too far apart).
-    widest = aligned_copy(np.zeros((1, 1, 2, 2 * _layout.HWIO_IN_PLACE_MAX_ROW_BYTES // np.dtype(dtype).itemsize), dtype))
+    k = 2 * _layout.HWIO_IN_PLACE_MAX_ROW_BYTES // np.dtype(dtype).itemsize
+    widest = aligned_copy(np.zeros((1, 1, 2, k), dtype))
     assert _layout.pack_direct_weights(widest, 1, widest.shape[3] // 2).row == 0
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 1, 16, flip_transpose=True).values, hwio)
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 2, 8).values, hwio)

@@ -18,7 +18,7 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N, H,
 # (N, K, Ho, Wo) instead (the channels_first forward, without a transposing pass). batch_inner (NHWC output only):
 # tiles run over the images at each output position (no products of padding on small padded images).
 # weight_row (not 0): packed_weight is HWIO itself, rows weight_row = K apart (one group, K a whole number of
-# lanes blocks): no packing pass.
+# lane blocks, rows of at most _layout.HWIO_IN_PLACE_MAX_ROW_BYTES for speed): no packing pass.
 cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N, H, W, C)
                                     const floating[::1] packed_weight,  # IN  packed, see above
                                     const floating* bias,               # IN  (K,) or NULL

@@ -13,6 +13,7 @@ from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
 
 cdef extern from "aligned_buffer.h" nogil:
     # (buffers the tiles load vectors from or store them to: see the header for what a straddling load costs)
+    int FC_BUFFER_ALIGN
     void* fc_aligned_malloc(size_t bytes)
     void fc_aligned_free(void* p)
 
@@ -174,10 +175,10 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t n_units = (n_pixels + unit_pixels - 1) // unit_pixels
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
     cdef Py_ssize_t n_items = n_units * geom.groups * n_kblocks
-    # Packed weights: blocks of (R, S, Cg, KB), rows KB apart. weight_row (not 0): HWIO itself (one group, K a
-    # whole number of blocks), rows weight_row = K apart, block kb starting kb * KB into each row.
+    # Packed weights: blocks of (R, S, Cg, KB) one after another, rows KB apart. weight_row (not 0): HWIO itself
+    # (one group, K a whole number of blocks), rows weight_row = K apart, block kb starting kb * KB into each row.
     cdef Py_ssize_t w_row = weight_row if weight_row else KB
-    cdef Py_ssize_t block_size = KB if weight_row else R * S * Cg * KB
+    cdef Py_ssize_t wblock_stride = KB if weight_row else R * S * Cg * KB
     cdef Py_ssize_t tile_ptrs = R * S * WB
     cdef Py_ssize_t cblock = WEIGHT_BLOCK_BYTES * (2 if wide else 1) // (R * S * KB * sizeof(floating))
     cdef const floating* packed = &packed_weight[0]
@@ -329,7 +330,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
             kw = Kg - kb * KB
             if kw > KB:
                 kw = KB
-            wblock = packed + (g * n_kblocks + kb) * block_size
+            wblock = packed + (g * n_kblocks + kb) * wblock_stride
             # The unit's whole tiles accumulate straight in the output when its pixels' channels are whole
             # blocks of lanes (NHWC, no groups): no copying pass (on a 3-channel layer with a 90 MB output that
             # pass took 40% of the call; with 128 channels in two blocks, small_c3's took 8%). The rest
@@ -357,8 +358,8 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                         acc = out_flat + (p0 + tile * WB) * K + k0
                     else:
                         acc = unitbuf + tile * WB * KB
-                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, w_row, S * nc if merged[tile] else nc,
-                             acc, K if tile < out_tiles else KB, isa, wide,
+                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, w_row,
+                             S * nc if merged[tile] else nc, acc, K if tile < out_tiles else KB, isa, wide,
                              bias_row if cb == 0 and (not prefill or tile >= out_tiles) else NULL)
             if out_nchw:
                 # NCHW: each output channel's pixels of one image are consecutive; one image at a time, in
@@ -597,7 +598,7 @@ cdef int conv2d_grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out,
     # loads straddling cache lines (one thread, misaligned -> panels: vgg_conv1_2 29.3 -> 26.4 ms, MNIST's
     # second conv 2.30 -> 2.00; a 7x7 RGB stem, 147 rows, lost: 1.04-1.13 -> 1.20 ms at 2 threads).
     cdef bint use_panels = (Kg + KB - 1) // KB > 1 or (
-        n_grad_rows >= PANEL_MIN_GRAD_ROWS and (<size_t> &grad_out[0, 0, 0, 0]) % 64 != 0)
+        n_grad_rows >= PANEL_MIN_GRAD_ROWS and (<size_t> &grad_out[0, 0, 0, 0]) % FC_BUFFER_ALIGN != 0)
     cdef Py_ssize_t panel_size = chunk_rows * Wo * K_padded
     cdef Py_ssize_t chunk_pixels = chunk_rows * Wo
     # Where grad_weight_tile finds block b of pixel p: go + b * block_stride + (p - pixel0) * pixel_stride, go
