@@ -114,23 +114,25 @@ def hwio_shape(shape, channels_last):
     return (r, s, cg, k)
 
 
-# Widest HWIO row (K channels) the tiled forward reads in place; wider kernels are packed. Measured at 2 threads,
-# in place against packing on every call: 128 float32 channels 1-2% faster (small_c3 18.1-18.4 -> 17.9-18.0 ms,
-# small_c4, vgg_conv2_2 level to 1.5%), but 256 channels (1 KiB rows) 3-6% slower (vgg_conv3_2) and 512 channels
-# 40-70% slower (vgg_conv4_2 12.1 -> 20.0-20.7 ms, vgg_conv5_2 3.4 -> 4.9-5.0): each tap's block then lies in
-# runs of 256 bytes spread over 2 KiB rows, which the packed copy reads whole.
+# Widest HWIO row (K channels) the tiled forward reads in place; wider kernels are copied per pass. Measured at 2
+# threads, in place against packing on every call: 128 float32 channels 1-2% faster (small_c3 18.1-18.4 -> 17.9-18.0
+# ms, small_c4, vgg_conv2_2 level to 1.5%), but 256 channels (1 KiB rows) 3-6% slower (vgg_conv3_2) and 512
+# channels 40-70% slower (vgg_conv4_2 12.1 -> 20.0-20.7 ms, vgg_conv5_2 3.4 -> 4.9-5.0): each tap's block then lies
+# in runs of 256 bytes spread over 2 KiB rows, which a packed copy reads whole.
 HWIO_IN_PLACE_MAX_ROW_BYTES = 512
 
 
 class PackedWeights:
     """Weights as the tiled direct kernel reads them (pack_direct_weights): `values` in its packed layout (`row`
-    0), or HWIO itself read in place (`row` = K, the distance between its rows); and whether all of them are
-    finite (learnt while packing, or on first asking where no packing pass ran)."""
-    __slots__ = ("values", "row", "_finite")
+    0), or HWIO itself (`row` = K, the distance between its rows), read in place or, with `copy_per_pass`, copied
+    by each of the kernel's passes into a packed buffer of its own; and whether all of them are finite (learnt
+    while packing, or while the kernel copies them, or on first asking where neither ran)."""
+    __slots__ = ("values", "row", "copy_per_pass", "_finite")
 
-    def __init__(self, values, finite=None, row=0):
+    def __init__(self, values, finite=None, row=0, copy_per_pass=False):
         self.values = values
         self.row = row
+        self.copy_per_pass = copy_per_pass
         self._finite = finite
 
     @property
@@ -139,26 +141,38 @@ class PackedWeights:
             self._finite = reductions.all_finite(self.values, threads_for_bytes(self.values.nbytes))
         return self._finite
 
+    @finite.setter
+    def finite(self, value):
+        self._finite = bool(value)
+
+    @property
+    def finite_known(self):
+        return self._finite is not None
+
 
 def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=False):
     """Weights as the tiled direct kernel reads them: (groups, k_blocks, R, S, C/groups, lanes), each block of
     `lanes` output channels contiguous per input channel, zero-padded past the group's last channel. `weight` is
     HWIO, or OIHW with oihw=True (read as it is, no transposed copy). With flip_transpose, the packing of
     ``flipped_transposed_hwio(hwio, groups)`` (the stride-1 input gradient's kernel), without forming it.
-    One group of a whole number of `lanes` output channels, HWIO, C-contiguous and 64-byte aligned, is not
-    packed: the kernel reads each block's `lanes` channels out of HWIO's rows in place (`row` = K).
+    HWIO of one group and a whole number of `lanes` output channels is not packed (`row` = K): the kernel reads
+    each block's `lanes` channels out of HWIO's rows, in place where they are 64-byte aligned and at most
+    HWIO_IN_PLACE_MAX_ROW_BYTES long, else copying them per pass (`copy_per_pass`).
     Returns PackedWeights: finite tells whether every weight is a number (no NaN, no infinity)."""
     if oihw:
         k, cg, r, s = weight.shape
     else:
         r, s, cg, k = weight.shape
-    if (not (oihw or flip_transpose) and groups == 1 and k % lanes == 0
-            and k * weight.dtype.itemsize <= HWIO_IN_PLACE_MAX_ROW_BYTES and weight.flags.c_contiguous
-            and _memory.vector_aligned(weight)):
-        # HWIO's rows hold every block's channels consecutively, so aligned weights are read in place (a
-        # 64-channel kernel's copy took a quarter of a small convolution's call); misaligned ones are copied
-        # (see _memory.VECTOR_ALIGNMENT).
-        return PackedWeights(weight.reshape(-1), row=k)
+    if not (oihw or flip_transpose) and groups == 1 and k % lanes == 0:
+        # HWIO's rows hold every block's channels consecutively. Aligned short rows are read in place (a
+        # 64-channel kernel's copy took a quarter of a small convolution's call); the rest are copied by the
+        # kernel, pass by pass, into its cache (conv_direct.forward_nhwc_tiled): long rows read in place lost
+        # (see HWIO_IN_PLACE_MAX_ROW_BYTES), misaligned ones straddle cache lines (_memory.VECTOR_ALIGNMENT),
+        # and a packing pass writes and re-reads every weight once more (vgg_conv5_2, 9 MiB of weights, at 2
+        # threads: 3.4 ms packed, 3.0 copied per pass).
+        weight = np.ascontiguousarray(weight)
+        in_place = k * weight.dtype.itemsize <= HWIO_IN_PLACE_MAX_ROW_BYTES and _memory.vector_aligned(weight)
+        return PackedWeights(weight.reshape(-1), row=k, copy_per_pass=not in_place)
     n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)
     packed = _memory.empty_aligned(groups * -(-n_out // lanes) * r * s * n_in * lanes, weight.dtype)
     finite = True

@@ -107,12 +107,13 @@ def _pack_for_tiles(problem, weight, *, flip_transpose=False, oihw=False):
 
 
 def _direct_forward_nhwc(problem, x, weight, bias, out, n_threads, *, packed=None, flip_transpose=False,
-                         oihw=False, relu=False, out_nchw=False):
+                         oihw=False, relu=False, out_nchw=False, learn_finite=False):
     """The direct forward of `problem` on NHWC `x`. weight: HWIO, or OIHW with oihw; packed: its
     _pack_for_tiles, when the caller has it. flip_transpose: `problem` is the stride-1 input-gradient convolution
     and `weight` the forward kernel, whose flipped, transposed form (_layout.flipped_transposed_hwio) this
     convolution applies. relu: out = max(out, 0) (NaN kept). out_nchw: `out` is (N, K, Ho, Wo) (x stays NHWC).
-    Returns whether the ReLU was applied."""
+    learn_finite: weights the kernel copies per pass (packed.copy_per_pass) are checked as they are copied, and
+    packed.finite is set from it. Returns whether the ReLU was applied."""
     if packed is None:
         packed = _pack_for_tiles(problem, weight, flip_transpose=flip_transpose, oihw=oihw)
     if packed is not None:
@@ -120,8 +121,12 @@ def _direct_forward_nhwc(problem, x, weight, bias, out, n_threads, *, packed=Non
         pixels, lanes = conv_direct.tile_shape(x.dtype.itemsize, problem.out_c // problem.groups)
         unit_tiles = _planning.forward_unit_tiles(problem, pixels, lanes, n_threads, x.dtype.itemsize)
         batch_inner = not out_nchw and _planning.forward_tiles_over_batch(problem, pixels)
-        conv_direct.forward_nhwc_tiled(x, packed.values, bias, zeros, out, problem.geometry, unit_tiles, relu,
-                                       out_nchw, batch_inner, n_threads, packed.row)
+        learn_finite = learn_finite and packed.copy_per_pass
+        finite = conv_direct.forward_nhwc_tiled(x, packed.values, bias, zeros, out, problem.geometry, unit_tiles,
+                                                relu, out_nchw, batch_inner, n_threads, packed.row,
+                                                packed.copy_per_pass, learn_finite)
+        if learn_finite:
+            packed.finite = finite
         return relu
     hwio = _layout.oihw_to_hwio(weight) if oihw else weight
     if flip_transpose:
@@ -212,18 +217,25 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
     n_threads = threads_for_flops(problem.flops)
 
     chosen = _planning.choose_forward(problem, requested)
-    # Packing reads every weight, and learns their finiteness on the way (no separate pass).
+    # Packing reads every weight, and learns their finiteness on the way (no separate pass). Weights the kernel
+    # copies per pass are checked as it copies them: with a NaN or an infinity among them, the direct result is
+    # then replaced by im2col's (a rare case, computed twice, rather than a pass over every weight each call).
     packed = _pack_for_tiles(problem, wc, oihw=not channels_last) if chosen == "direct" else None
-    checked = wc if packed is None else packed
-    algorithm = _settle_algorithm(chosen, requested, problem, _meets_padded_zeros(problem, checked))
+    checked = _meets_padded_zeros(problem, wc if packed is None else packed)
+    deferred = packed is not None and packed.copy_per_pass and not packed.finite_known
+    algorithm = _settle_algorithm(chosen, requested, problem, [] if deferred else checked)
     applied = False
-    if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
-        result = _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
-    elif algorithm == "direct":
+    if algorithm == "direct":
         x_nhwc = xc if channels_last else _layout.nchw_to_nhwc(xc)
         applied = _direct_forward_nhwc(problem, x_nhwc, wc, bc, result, n_threads, packed=packed,
-                                       oihw=not channels_last, relu=relu, out_nchw=not channels_last)
-    else:
+                                       oihw=not channels_last, relu=relu, out_nchw=not channels_last,
+                                       learn_finite=deferred and bool(checked) and requested == "auto")
+        if deferred and packed.finite_known:
+            algorithm = _settle_algorithm(chosen, requested, problem, checked)
+            applied = applied and algorithm == "direct"
+    if algorithm == "depthwise":   # (allocates its own output, aligned for streaming stores, unless given one)
+        result = _depthwise._forward(problem, xc, wc, bc, result if out is not None else None, n_threads)
+    elif algorithm != "direct":
         rsc = problem.kernel_h * problem.kernel_w * (problem.in_c // problem.groups)
         pixels = problem.out_h * problem.out_w * (problem.batch if channels_last else 1)
         tile = _planning.column_tile(rsc * dtype.itemsize, pixels)

@@ -277,7 +277,7 @@ def test_rows_of_windows_wholly_below_the_input_read_nothing(dtype, rng):
     out = np.full(problem.output_shape, 7.0, dtype)
     unit_tiles = -(-problem.out_w // pixels)  # one row of tiles per unit where a tile holds 6 pixels
     conv_direct.forward_nhwc_tiled(x, packed.values, None, np.zeros(3, dtype), out, problem.geometry, unit_tiles,
-                                   False, False, False, 1, packed.row)
+                                   False, False, False, 1, packed.row, packed.copy_per_pass)
     x64, w64 = x.astype(np.float64), weight.astype(np.float64)
     expected = reference.conv2d(x64, w64, None, stride=3, padding=((3, 3), (3, 3)))
     check_close(out, expected, reference.conv2d(np.abs(x64), np.abs(w64), None, stride=3,
@@ -294,19 +294,38 @@ def placed(a, offset_bytes):
     return out
 
 
+def run_tiled(x, weights, problem, *, row=0, copy_per_pass=False, check_finite=False, bias=None, relu=False,
+              threads=1, unit_tiles=1):
+    """The tiled forward kernel called directly: (its output, whether it found every weight it checked finite)."""
+    out = np.empty(problem.output_shape, x.dtype)
+    finite = conv_direct.forward_nhwc_tiled(x, weights.reshape(-1), bias, np.zeros(x.shape[3], x.dtype), out,
+                                            problem.geometry, unit_tiles, relu, False, False, threads, row,
+                                            copy_per_pass, check_finite)
+    return out, finite
+
+
+def packed_layout(hwio, lanes):
+    """HWIO (one group, whole blocks of lanes) in the packed layout: (K / lanes, R, S, C, lanes), 64-byte aligned."""
+    r, s, c, k = hwio.shape
+    return placed(np.ascontiguousarray(hwio.reshape(r, s, c, k // lanes, lanes).transpose(3, 0, 1, 2, 4)), 0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads, unit_tiles", [(1, 1), (2, 3)])
 @pytest.mark.parametrize("shape, k_blocks, kernel, stride, padding, dilation, relu", [
     ((2, 9, 10, 5), 2, (3, 3), 1, "valid", 1, False),     # whole kernel rows merged into one tap
     ((1, 7, 8, 40), 2, (3, 3), 1, "same", 1, True),       # padded taps; a partial tile; fused ReLU
     ((2, 11, 11, 16), 2, (2, 2), 2, "valid", 2, False),   # strided, dilated
     ((1, 5, 6, 300), 2, (3, 3), 1, "same", 1, False),     # input channels in two blocks per pass
+    ((1, 4, 5, 400), 3, (3, 3), 1, "same", 1, False),     # three passes, the last one shorter
 ])
-def test_hwio_read_in_place_gives_the_packed_bits(shape, k_blocks, kernel, stride, padding, dilation, relu, dtype,
-                                                  rng):
-    """One group of whole blocks of lanes (rows of at most 512 bytes): aligned HWIO weights are read in place,
-    rows K apart, each block its lanes of every row; misaligned ones are packed. The same sums in the same order:
-    the same bits, and the reference's values."""
-    from fastconv import _layout
+def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks, kernel, stride, padding,
+                                                                dilation, relu, threads, unit_tiles, dtype, rng):
+    """One group of whole blocks of lanes: HWIO is read as it lies, in place (rows K apart, each block its lanes
+    of every row) or copied by each pass into a packed buffer of its own, checked for NaN as it is copied or not.
+    The same sums in the same order as the packed layout: the same bits, and the reference's values. Through
+    conv2d: aligned rows of at most 512 bytes are read in place, the rest copied per pass."""
+    from fastconv import _layout, _problem
 
     lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]
     k = k_blocks * lanes
@@ -314,17 +333,58 @@ def test_hwio_read_in_place_gives_the_packed_bits(shape, k_blocks, kernel, strid
     x = rng.standard_normal(shape).astype(dtype)
     hwio = rng.standard_normal(kernel + (shape[3], k)).astype(dtype)
     bias = rng.standard_normal(k).astype(dtype)
-    aligned, off_line = placed(hwio, 0), placed(hwio, 16)
-    assert _layout.pack_direct_weights(aligned, 1, lanes).row == k
-    assert _layout.pack_direct_weights(off_line, 1, lanes).row == 0
-    opts = dict(stride=stride, padding=padding, dilation=dilation, algorithm="direct")
-    run = conv2d_relu if relu else fastconv.conv2d
-    in_place, packed = run(x, aligned, bias, **opts), run(x, off_line, bias, **opts)
-    np.testing.assert_array_equal(in_place, packed)
+    problem = _problem.conv_problem(x.shape, hwio.shape, stride=stride, padding=padding, dilation=dilation,
+                                    groups=1, channels_last=True)
+    kw = dict(bias=bias, relu=relu, threads=threads, unit_tiles=unit_tiles)
+    packed, finite = run_tiled(x, packed_layout(hwio, lanes), problem, **kw)
+    off_line = placed(hwio, 16)
+    for weights, copy_per_pass, check_finite in [(placed(hwio, 0), False, False), (off_line, True, False),
+                                                 (off_line, True, True)]:
+        got, finite = run_tiled(x, weights, problem, row=k, copy_per_pass=copy_per_pass, check_finite=check_finite,
+                                **kw)
+        assert finite
+        np.testing.assert_array_equal(got, packed)
     x64, w64 = x.astype(np.float64), hwio.astype(np.float64)
     expected = reference.conv2d(x64, w64, bias.astype(np.float64), stride=stride, padding=padding, dilation=dilation)
     if relu:
         expected = np.maximum(expected, 0)
     bound = reference.conv2d(np.abs(x64), np.abs(w64), np.abs(bias.astype(np.float64)), stride=stride,
                              padding=padding, dilation=dilation)
-    check_close(in_place, expected, bound, dtype)
+    check_close(packed, expected, bound, dtype)
+
+    in_place = k * np.dtype(dtype).itemsize <= _layout.HWIO_IN_PLACE_MAX_ROW_BYTES
+    for weights, copied in [(placed(hwio, 0), not in_place), (off_line, True)]:
+        chosen = _layout.pack_direct_weights(weights, 1, lanes)
+        assert chosen.row == k and chosen.copy_per_pass == copied and np.shares_memory(chosen.values, weights)
+    run = conv2d_relu if relu else fastconv.conv2d
+    opts = dict(stride=stride, padding=padding, dilation=dilation, algorithm="direct")
+    np.testing.assert_array_equal(run(x, placed(hwio, 0), bias, **opts), packed)
+    np.testing.assert_array_equal(run(x, off_line, bias, **opts), packed)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_copied_per_pass_are_all_checked(bad, dtype, rng):
+    """A NaN or an infinity anywhere among weights copied per pass is found as they are copied: first and last
+    block of lanes, first and last input channel of each pass, first and last tap; two threads, many units (the
+    first unit's copies meet every weight once). conv2d with algorithm="auto" then gives im2col's result, whose
+    products with padded zeros make NaN (0 * inf), as PyTorch's do."""
+    from fastconv import _problem
+
+    lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]
+    k = 2 * lanes
+    x = rng.standard_normal((1, 6, 7, 300)).astype(dtype)
+    hwio = rng.standard_normal((3, 3, 300, k)).astype(dtype)
+    problem = _problem.conv_problem(x.shape, hwio.shape, stride=1, padding="same", dilation=1, groups=1,
+                                    channels_last=True)
+    kw = dict(row=k, copy_per_pass=True, threads=2, unit_tiles=1)
+    assert run_tiled(x, placed(hwio, 16), problem, check_finite=True, **kw)[1]
+    for where in [(0, 0, 0, 0), (2, 2, 299, k - 1), (1, 0, 149, lanes), (1, 1, 150, lanes - 1), (0, 2, 0, k - 1)]:
+        hit = hwio.copy()
+        hit[where] = bad
+        assert not run_tiled(x, placed(hit, 16), problem, check_finite=True, **kw)[1], where
+        assert run_tiled(x, placed(hit, 16), problem, check_finite=False, **kw)[1]  # (counted only when asked)
+        got = fastconv.conv2d(x, placed(hit, 16), padding="same")
+        expected = fastconv.conv2d(x, hit, padding="same", algorithm="im2col")
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
+        np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(expected), rtol=1e-4, atol=1e-3)

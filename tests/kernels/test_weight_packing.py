@@ -112,22 +112,32 @@ def test_one_block_of_hwio_is_read_in_place_and_still_checked(bad, dtype, rng):
     assert np.shares_memory(_layout.pack_direct_weights(wider, 1, 16).values, wider)
     assert _layout.pack_direct_weights(wider, 1, 16).row == 48
     assert not np.shares_memory(_layout.pack_direct_weights(wider, 1, 32).values, wider)
-    # Rows wider than HWIO_IN_PLACE_MAX_ROW_BYTES are packed (their blocks' runs lie too far apart).
+    # Rows wider than HWIO_IN_PLACE_MAX_ROW_BYTES are copied by the kernel, pass by pass (their blocks' runs lie
+    # too far apart to be read in place); their finiteness is then learnt as they are copied, or when asked.
     k = 2 * _layout.HWIO_IN_PLACE_MAX_ROW_BYTES // np.dtype(dtype).itemsize
     widest = aligned_copy(np.zeros((1, 1, 2, k), dtype))
-    assert _layout.pack_direct_weights(widest, 1, widest.shape[3] // 2).row == 0
+    wide_rows = _layout.pack_direct_weights(widest, 1, widest.shape[3] // 2)
+    assert wide_rows.row == k and wide_rows.copy_per_pass and np.shares_memory(wide_rows.values, widest)
+    assert not wide_rows.finite_known and wide_rows.finite
+    widest[0, 0, 1, k - 1] = bad
+    assert not _layout.pack_direct_weights(widest, 1, widest.shape[3] // 2).finite
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 1, 16, flip_transpose=True).values, hwio)
     assert not np.shares_memory(_layout.pack_direct_weights(hwio, 2, 8).values, hwio)
 
 
 @pytest.mark.parametrize("offset", [8, 16, 40])
-@pytest.mark.parametrize("shape, groups, lanes", [((3, 3, 40, 16), 1, 16), ((3, 3, 6, 9), 3, 32)])
+@pytest.mark.parametrize("shape, groups, lanes", [((3, 3, 40, 16), 1, 16), ((3, 3, 40, 20), 1, 16),
+                                                   ((3, 3, 6, 9), 3, 32)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_packed_weights_start_on_a_cache_line(offset, shape, groups, lanes, dtype, rng):
-    # The kernels' vector loads of the weights straddle cache lines otherwise: weights off a line are copied,
-    # even where the layout would let them be read in place, and every copy is aligned.
+    # The kernels' vector loads of the weights straddle cache lines otherwise: weights off a line are not read
+    # in place, even where the layout would let them; HWIO of one group and whole blocks of lanes is copied by
+    # the kernel into aligned buffers of its own, pass by pass, and every packed copy is aligned.
     hwio = aligned_copy(rng.standard_normal(shape).astype(dtype), offset)
     packed = _layout.pack_direct_weights(hwio, groups, lanes)
+    if groups == 1 and shape[3] % lanes == 0:
+        assert packed.copy_per_pass and packed.row == shape[3] and np.shares_memory(packed.values, hwio)
+        return
     assert packed.values.ctypes.data % 64 == 0 and not np.shares_memory(packed.values, hwio)
     np.testing.assert_array_equal(packed.values, reference_pack(hwio, groups, lanes, False).reshape(-1))
 

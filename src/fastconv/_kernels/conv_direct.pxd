@@ -18,14 +18,17 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,       # IN  (N, H,
 # (N, K, Ho, Wo) instead (the channels_first forward, without a transposing pass). batch_inner (NHWC output only):
 # tiles run over the images at each output position (no products of padding on small padded images).
 # weight_row (not 0): packed_weight is HWIO itself, rows weight_row = K apart (one group, K a whole number of
-# lane blocks, rows of at most _layout.HWIO_IN_PLACE_MAX_ROW_BYTES for speed): no packing pass.
-cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N, H, W, C)
-                                    const floating[::1] packed_weight,  # IN  packed, see above
-                                    const floating* bias,               # IN  (K,) or NULL
-                                    const floating* zeros,              # IN  (C/groups,) zeros
-                                    floating[:, :, :, ::1] out,         # OUT (N, Ho, Wo, K) or (N, K, Ho, Wo)
-                                    ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
-                                    bint batch_inner, int n_threads, Py_ssize_t weight_row=*) noexcept nogil
+# lane blocks, rows of at most _layout.HWIO_IN_PLACE_MAX_ROW_BYTES for speed): no packing pass; with
+# copy_per_pass, each pass of the kernel copies the rows it reads into a packed buffer of its own first.
+# Returns the number of such copies that met a NaN or an infinity (counted with check_finite), else 0.
+cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N, H, W, C)
+                                   const floating[::1] packed_weight,  # IN  packed, see above
+                                   const floating* bias,               # IN  (K,) or NULL
+                                   const floating* zeros,              # IN  (C/groups,) zeros
+                                   floating[:, :, :, ::1] out,         # OUT (N, Ho, Wo, K) or (N, K, Ho, Wo)
+                                   ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
+                                   bint batch_inner, int n_threads, Py_ssize_t weight_row=*,
+                                   bint copy_per_pass=*, bint check_finite=*) noexcept nogil
 
 # Weight gradient with register tiles; grad_out's channels are zero-padded per group to whole blocks of lanes
 # and grad_weight must be zero-filled (accumulated into), see conv_direct.grad_weight_nhwc_tiled. Returns 0, or

@@ -30,6 +30,10 @@ cdef extern from "direct_tile.h" nogil:
     int fc_tile_lanes(int isa, int itemsize, int wide)
     int fc_tile_wide_for(int isa, int itemsize, Py_ssize_t channels)
 
+cdef extern from "finite_check.h" nogil:
+    int fc_copy_any_nonfinite_f32(float *dst, const float *src, Py_ssize_t n)
+    int fc_copy_any_nonfinite_f64(double *dst, const double *src, Py_ssize_t n)
+
 cdef extern from "nchw_store.h" nogil:
     ctypedef void (*fc_nchw_store_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                        int) noexcept nogil
@@ -149,13 +153,14 @@ cdef inline void fill_rows(floating* dst, Py_ssize_t n_rows, const floating* row
         done = done + step
 
 
-cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
-                                    const floating[::1] packed_weight,
-                                    const floating* bias,
-                                    const floating* zeros,
-                                    floating[:, :, :, ::1] out,
-                                    ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
-                                    bint batch_inner, int n_threads, Py_ssize_t weight_row=0) noexcept nogil:
+cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
+                                   const floating[::1] packed_weight,
+                                   const floating* bias,
+                                   const floating* zeros,
+                                   floating[:, :, :, ::1] out,
+                                   ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
+                                   bint batch_inner, int n_threads, Py_ssize_t weight_row=0,
+                                   bint copy_per_pass=False, bint check_finite=False) noexcept nogil:
     # Output pixels, flattened over (n, ho, wo), are cut into tiles of WB (rows of the register tile may belong
     # to different output rows or images, so no lanes idle at row ends) and tiles into units. Work item = (unit,
     # group, block of output channels). Per item: the input pointers of every (tile, tap) are laid out once;
@@ -176,8 +181,12 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
     cdef Py_ssize_t n_items = n_units * geom.groups * n_kblocks
     # Packed weights: blocks of (R, S, Cg, KB) one after another, rows KB apart. weight_row (not 0): HWIO itself
-    # (one group, K a whole number of blocks), rows weight_row = K apart, block kb starting kb * KB into each row.
+    # (one group, K a whole number of blocks), rows weight_row = K apart, block kb starting kb * KB into each row;
+    # with copy_per_pass, each pass first copies the rows of its block of input channels into wbuf, packed there
+    # as (R, S, nc, KB) (see below). Returns the number of passes that copied a NaN or an infinity, counted with
+    # check_finite (one unit's passes copy every weight once), else 0.
     cdef Py_ssize_t w_row = weight_row if weight_row else KB
+    cdef Py_ssize_t tap_stride = Cg * w_row
     cdef Py_ssize_t wblock_stride = KB if weight_row else R * S * Cg * KB
     cdef Py_ssize_t tile_ptrs = R * S * WB
     cdef Py_ssize_t cblock = WEIGHT_BLOCK_BYTES * (2 if wide else 1) // (R * S * KB * sizeof(floating))
@@ -202,6 +211,11 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef floating* unitbuf
     cdef floating* bias_row
     cdef floating* acc
+    cdef floating* wbuf
+    cdef const floating* wsrc
+    cdef floating* wdst
+    cdef Py_ssize_t tap, c
+    cdef int n_bad = 0
 
     if x.shape[1] > 0 and x.shape[2] > 0:
         x0 = &x[0, 0, 0, 0]
@@ -227,6 +241,7 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         pix_w = <Py_ssize_t*> malloc(WB * sizeof(Py_ssize_t))
         unitbuf = <floating*> fc_aligned_malloc(unit_pixels * KB * sizeof(floating))
         bias_row = <floating*> fc_aligned_malloc(KB * sizeof(floating))
+        wbuf = <floating*> fc_aligned_malloc((R * S * cblock * KB if copy_per_pass else 1) * sizeof(floating))
         for item in prange(n_items, schedule="dynamic"):
             kb = item % n_kblocks
             g = (item // n_kblocks) % geom.groups
@@ -310,13 +325,13 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 for r in range(r_lo, r_hi):
                     row_off = r * geom.dilation_h * geom.in_w * geom.in_c
                     if merged[tile]:
-                        tap_offsets[tile * R * S + taps] = r * S * Cg * w_row
+                        tap_offsets[tile * R * S + taps] = r * S
                         for j in range(WB):
                             xptrs[tile * tile_ptrs + taps * WB + j] = x0 + (pix_off[j] + row_off)
                         taps = taps + 1
                         continue
                     for s in range(S):
-                        tap_offsets[tile * R * S + taps] = (r * S + s) * Cg * w_row
+                        tap_offsets[tile * R * S + taps] = r * S + s
                         for j in range(WB):
                             iw = pix_w[j] + s * geom.dilation_w
                             if pix_lo[j] <= r < pix_hi[j] and 0 <= iw < geom.in_w:
@@ -351,14 +366,33 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 nc = Cg - c0
                 if nc > cblock:
                     nc = cblock
+                # Copied per pass: HWIO read in place with rows over HWIO_IN_PLACE_MAX_ROW_BYTES was 40-70%
+                # slower (each tap's block lies in short runs spread over long rows, which the tiles re-read),
+                # and a packing pass before the call writes and re-reads every weight once more. Here the copy
+                # lands in this core's cache and its tiles read it there (vgg_conv5_2 at 2 threads 3.4 -> 3.0
+                # ms; vgg_conv4_2 -5%). The first unit's copies check the weights (finite_check.h).
+                if copy_per_pass:
+                    for tap in range(R * S):
+                        for c in range(nc):
+                            wsrc = wblock + (tap * Cg + c0 + c) * weight_row
+                            wdst = wbuf + (tap * nc + c) * KB
+                            if not check_finite or unit != 0:
+                                memcpy(wdst, wsrc, KB * sizeof(floating))
+                            elif floating is float:
+                                n_bad += fc_copy_any_nonfinite_f32(wdst, wsrc, KB)
+                            else:
+                                n_bad += fc_copy_any_nonfinite_f64(wdst, wsrc, KB)
                 for tile in range(tile_count):
                     for t in range(n_taps[tile]):
-                        wptrs[t] = wblock + tap_offsets[tile * R * S + t] + c0 * w_row
+                        if copy_per_pass:
+                            wptrs[t] = wbuf + tap_offsets[tile * R * S + t] * nc * KB
+                        else:
+                            wptrs[t] = wblock + tap_offsets[tile * R * S + t] * tap_stride + c0 * w_row
                     if tile < out_tiles:
                         acc = out_flat + (p0 + tile * WB) * K + k0
                     else:
                         acc = unitbuf + tile * WB * KB
-                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, w_row,
+                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB if copy_per_pass else w_row,
                              S * nc if merged[tile] else nc, acc, K if tile < out_tiles else KB, isa, wide,
                              bias_row if cb == 0 and (not prefill or tile >= out_tiles) else NULL)
             if out_nchw:
@@ -403,6 +437,8 @@ cdef void conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         free(pix_w)
         fc_aligned_free(unitbuf)
         fc_aligned_free(bias_row)
+        fc_aligned_free(wbuf)
+    return n_bad
 
 
 cdef inline void pack_grad_out_rows(const floating[:, :, :, ::1] grad_out, Py_ssize_t row0, Py_ssize_t row1,
@@ -810,19 +846,25 @@ def tile_shape(itemsize, Py_ssize_t channels):
 def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,
                        const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom,
                        Py_ssize_t unit_tiles, bint relu, bint out_nchw, bint batch_inner, int n_threads,
-                       Py_ssize_t weight_row=0):
+                       Py_ssize_t weight_row=0, bint copy_per_pass=False, bint check_finite=False):
     """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout), best
     64-byte aligned (its vector loads straddle cache lines otherwise: 15-20% slower);
     zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept); out_nchw: out is (N, K, Ho, Wo);
-    batch_inner: tiles run over the images at each output position (not with out_nchw)."""
+    batch_inner: tiles run over the images at each output position (not with out_nchw);
+    weight_row (not 0): packed_weight is HWIO, rows weight_row = K apart (one group, whole blocks of lanes), read in
+    place, or with copy_per_pass copied by each pass into an aligned packed buffer (any alignment then).
+    Returns False where check_finite (with copy_per_pass) met a NaN or an infinity among the weights, else True."""
     cdef const floating[::1] bias_view
     cdef const floating* bias_ptr = NULL
     if bias is not None:
         bias_view = bias
         bias_ptr = &bias_view[0]
+    cdef int n_bad
     with nogil:
-        conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu, out_nchw,
-                                  batch_inner and not out_nchw, n_threads, weight_row)
+        n_bad = conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu,
+                                          out_nchw, batch_inner and not out_nchw, n_threads, weight_row,
+                                          copy_per_pass, check_finite)
+    return n_bad == 0
 
 
 def grad_weight_nhwc_tiled(const floating[:, :, :, ::1] grad_out_padded, const floating[:, :, :, ::1] x,
