@@ -8,6 +8,17 @@ serves float16, float32 and float64 (and any other 2-, 4- or 8-byte type) bit fo
 from cython.parallel cimport prange
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
+from fastconv._kernels.cpu_dispatch cimport active_isa
+
+cdef extern from "transpose_tile.h" nogil:
+    ctypedef void (*fc_transpose_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t) noexcept nogil
+    fc_transpose_f32 fc_transpose_for_f32(int isa)
+
+cdef extern from "direct_tile.h" nogil:
+    enum:
+        FC_ISA_AVX512
+
 ctypedef fused element:
     uint16_t
     uint32_t
@@ -19,14 +30,22 @@ cdef enum:
 
 
 def transpose_batched(const element[:, :, ::1] src, element[:, :, ::1] dst, int n_threads):
-    """dst[b, j, i] = src[b, i, j] for src (B, M, N) and dst (B, N, M), both C-contiguous and not overlapping."""
+    """dst[b, j, i] = src[b, i, j] for src (B, M, N) and dst (B, N, M), both C-contiguous and not overlapping.
+
+    4-byte elements at AVX-512 go 16 x 16 through the registers, which reads and writes each line once; element
+    by element, a tile's lines on the strided side must stay in L1 until all their elements are used, and rows a
+    multiple of 4 KiB apart (a 224 x 224 plane) share one L1 set (VGG's 12.8 MB first activation, NCHW to NHWC,
+    on AMD Zen 4 with 2 threads: 3.5-6.5 ms element by element, 1.5 in registers)."""
     cdef Py_ssize_t B = src.shape[0], M = src.shape[1], N = src.shape[2]
     cdef Py_ssize_t m_tiles = (M + TILE - 1) // TILE, n_tiles = (N + TILE - 1) // TILE
     cdef Py_ssize_t item, b, i0, j0, i1, j1, i, j
     cdef const element* s
     cdef element* d
+    cdef fc_transpose_f32 registers = NULL
     if B == 0 or M == 0 or N == 0:
         return
+    if element is uint32_t and active_isa() == FC_ISA_AVX512:
+        registers = fc_transpose_for_f32(FC_ISA_AVX512)
     with nogil:
         for item in prange(B * m_tiles * n_tiles, num_threads=n_threads, schedule="static"):
             b = item // (m_tiles * n_tiles)
@@ -36,6 +55,10 @@ def transpose_batched(const element[:, :, ::1] src, element[:, :, ::1] dst, int 
             j1 = j0 + TILE if j0 + TILE < N else N
             s = &src[b, 0, 0]
             d = &dst[b, 0, 0]
+            if element is uint32_t:
+                if registers != NULL:  # (bits moved as they are: loads, stores and shuffles only)
+                    registers(<const float*> s + i0 * N + j0, N, <float*> d + j0 * M + i0, M, i1 - i0, j1 - j0)
+                    continue
             for j in range(j0, j1):
                 for i in range(i0, i1):
                     d[j * M + i] = s[i * N + j]

@@ -25,15 +25,19 @@ FC_TRANSPOSE_SCALAR(double, fc_transpose_f64_scalar)
 #if FC_HAVE_X86_DISPATCH
 #include <immintrin.h>
 
-/* One 16 x 16 block. After the two unpack stages, v[4a + b] holds in its 128-bit lane q column 4q + b of rows
- * 4a .. 4a + 3; output row c = 4q + b gathers lane q of v[b], v[4 + b], v[8 + b], v[12 + b]. */
-__attribute__((target("avx512f"))) static void fc_transpose16_f32_avx512(const float *src, fc_index lds,
-                                                                          float *dst, fc_index ldd)
+/* One 16 x 16 block, with max(v, 0) on the way if relu (NaN kept: the NCHW write-out of nchw_store.h). After the
+ * two unpack stages, v[4a + b] holds in its 128-bit lane q column 4q + b of rows 4a .. 4a + 3; output row
+ * c = 4q + b gathers lane q of v[b], v[4 + b], v[8 + b], v[12 + b]. */
+__attribute__((target("avx512f"))) static inline void fc_transpose16_f32_avx512(const float *src, fc_index lds,
+                                                                                 float *dst, fc_index ldd, int relu)
 {
     __m512 r[16], t[16];
     int i, b;
     for (i = 0; i < 16; i++)
         r[i] = _mm512_loadu_ps(src + i * lds);
+    if (relu)
+        for (i = 0; i < 16; i++)
+            r[i] = _mm512_max_ps(_mm512_setzero_ps(), r[i]);  /* (0 > v) ? 0 : v: NaN stays NaN */
     for (i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -63,7 +67,7 @@ __attribute__((target("avx512f"))) static void fc_transpose_f32_avx512(const flo
     fc_index i, j, full_rows = rows / 16 * 16, full_cols = cols / 16 * 16;
     for (i = 0; i < full_rows; i += 16)
         for (j = 0; j < full_cols; j += 16)
-            fc_transpose16_f32_avx512(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+            fc_transpose16_f32_avx512(src + i * lds + j, lds, dst + j * ldd + i, ldd, 0);
     if (full_cols < cols)
         fc_transpose_f32_scalar(src + full_cols, lds, dst + full_cols * ldd, ldd, full_rows, cols - full_cols);
     if (full_rows < rows)
@@ -74,7 +78,7 @@ __attribute__((target("avx512f"))) static void fc_transpose_f32_avx512(const flo
 typedef void (*fc_transpose_f32)(const float *, fc_index, float *, fc_index, fc_index, fc_index);
 typedef void (*fc_transpose_f64)(const double *, fc_index, double *, fc_index, fc_index, fc_index);
 
-static fc_transpose_f32 fc_transpose_for_f32(int isa)
+static inline fc_transpose_f32 fc_transpose_for_f32(int isa)
 {
 #if FC_HAVE_X86_DISPATCH
     if (isa == FC_ISA_AVX512)
@@ -84,7 +88,7 @@ static fc_transpose_f32 fc_transpose_for_f32(int isa)
     return fc_transpose_f32_scalar;
 }
 
-static fc_transpose_f64 fc_transpose_for_f64(int isa)
+static inline fc_transpose_f64 fc_transpose_for_f64(int isa)
 {
     (void)isa;
     return fc_transpose_f64_scalar;
