@@ -43,11 +43,47 @@ def is_depthwise(problem):
     return problem.groups == problem.in_c and problem.in_c > 1
 
 
-def choose_forward(problem, requested):
+def _tile_lane_use(channels, itemsize):
+    """Share of the tiled direct kernels' lanes that `channels` (the channels they vectorise over) fill: the
+    tile's lanes come in whole blocks (32 float32 lanes at AVX-512 up to 32 channels), however few are needed."""
+    from fastconv._kernels import conv_direct
+
+    lanes = conv_direct.tile_shape(itemsize, max(1, channels))[1]
+    return channels / (-(-channels // lanes) * lanes)
+
+
+# The tiled kernels' lane blocks run below this share of real channels, or the plain direct kernel (under 4
+# channels) runs, while im2col's GEMMs have enough to multiply: there im2col leads. Measured at 2 threads on AMD
+# Zen 4 (session 17), ms direct / im2col, 3x3 kernels: forward 32 -> K channels on 64x28x28, K = 1: 15.2 / 1.5,
+# 4: 4.9 / 3.3, 16: 5.1 / 4.5, 24: 5.0 / 5.9; 64 -> K on 32x74x74, K = 3: 191 / 21, 8: 31 / 23, 24: 33 / 40;
+# input gradient of C -> 32 channels on 64x28x28, C = 1: 16.4 / 1.4 (the MNIST convnet's first layer), 4:
+# 6.4 / 2.8, 24: 6.9 / 10.4; C -> 128 on 8x56x56, 16: 9.4 / 6.5, 24: 9.5 / 10.4. Where the other operand is
+# thin (few input channels forward, few output channels backward) direct keeps the lead: a 7x7 stride-2 RGB stem
+# with 16 filters 0.89 / 1.76, 16 -> 8 channels' input gradient 0.22 / 0.38.
+FEW_CHANNEL_LANE_USE = 0.75
+FEW_CHANNEL_MAX = 32
+THIN_GEMM_CHANNELS = 8
+
+
+def _few_channels_prefer_im2col(problem, lane_channels, other_channels, itemsize):
+    """Whether im2col beats the direct kernels of an ungrouped convolution whose tiles vectorise over
+    `lane_channels` (forward: output channels; input gradient: input channels) and reduce over `other_channels`.
+    Never for 1x1 stride-1 convolutions (Dense layers run as them): the direct kernels' results do not depend on
+    the batch size, so a model predicts the same bits in chunks (fastconv.dask) as in one call, where im2col's
+    GEMM blocking follows the number of rows."""
+    if (problem.groups != 1 or lane_channels >= FEW_CHANNEL_MAX or other_channels < THIN_GEMM_CHANNELS
+            or is_pointwise(problem)):
+        return False
+    return lane_channels < 4 or _tile_lane_use(lane_channels, itemsize) < FEW_CHANNEL_LANE_USE
+
+
+def choose_forward(problem, requested, itemsize=4):
     if requested != "auto":
         return requested
     if is_depthwise(problem):
         return "depthwise"
+    if _few_channels_prefer_im2col(problem, problem.out_c, problem.in_c, itemsize):
+        return "im2col"
     # The direct kernels work in NHWC. For channels_first input with very few channels (RGB), the layout
     # transposes around them cost more than im2col's GEMM, which writes NCHW directly, where the direct kernel
     # has only 16-byte vectors; with AVX2 or AVX-512 it leads anyway (_few_channel_nchw_prefers_im2col).
@@ -68,11 +104,13 @@ def _few_channel_nchw_prefers_im2col():
     return cpu_dispatch.active_isa_name() == "baseline"
 
 
-def choose_grad_input(problem, requested, n_threads):
+def choose_grad_input(problem, requested, n_threads, itemsize=4):
     if requested != "auto":
         return requested
     if is_depthwise(problem):
         return "depthwise"
+    if _few_channels_prefer_im2col(problem, problem.in_c, problem.out_c, itemsize):
+        return "im2col"
     if _is_depthwise_like(problem):
         return "direct"
     # With stride 1 the direct input gradient is a register-tiled convolution whose lanes run over the input

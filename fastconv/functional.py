@@ -216,7 +216,7 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
     bc = None if b_arr is None else check.contiguous(b_arr, dtype)
     n_threads = threads_for_flops(problem.flops)
 
-    chosen = _planning.choose_forward(problem, requested)
+    chosen = _planning.choose_forward(problem, requested, dtype.itemsize)
     # Packing reads every weight, and learns their finiteness on the way (no separate pass). Weights the kernel
     # copies per pass are checked as it copies them: with a NaN or an infinity among them, the direct result is
     # then replaced by im2col's (a rare case, computed twice, rather than a pass over every weight each call).
@@ -303,7 +303,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     wc = check.contiguous(w_arr, dtype)
     n_threads = threads_for_flops(problem.flops)
 
-    chosen = _planning.choose_grad_input(problem, requested, n_threads)
+    chosen = _planning.choose_grad_input(problem, requested, n_threads, dtype.itemsize)
     # With stride 1 the input gradient is itself a convolution: of grad_output with the spatially flipped kernel,
     # input and output channels swapped, padded by (kernel extent - 1 - padding).
     transposed = _planning.transposed_problem(problem) if problem.stride == (1, 1) else None

@@ -147,13 +147,14 @@ def test_padded_copy_for_the_weight_gradient_stays_small():
 def test_few_channel_channels_first_forward_runs_direct_where_vectors_are_wide(rng):
     """channels_first with 3 channels: "auto" takes the direct kernel (NHWC inside, NCHW written by its tiles)
     at AVX2 and AVX-512 and im2col at the 16-byte baseline, where the transposes cost more than they save; with
-    more channels, direct at every level. Both give the reference's result."""
+    more channels (and output channels that fill the tiles' lanes), direct at every level. Both give the
+    reference's result."""
     from fastconv import _planning
     from fastconv._problem import conv_problem
 
     rgb = conv_problem((2, 3, 20, 20), (16, 3, 7, 7), stride=2, padding=3, dilation=1, groups=1,
                        channels_last=False)
-    wider = conv_problem((2, 8, 20, 20), (16, 8, 3, 3), stride=1, padding=1, dilation=1, groups=1,
+    wider = conv_problem((2, 8, 20, 20), (32, 8, 3, 3), stride=1, padding=1, dilation=1, groups=1,
                          channels_last=False)
     baseline = cpu_dispatch.active_isa_name() == "baseline"
     assert _planning.choose_forward(rgb, "auto") == ("im2col" if baseline else "direct")
@@ -388,3 +389,45 @@ def test_weights_copied_per_pass_are_all_checked(bad, dtype, rng):
         expected = fastconv.conv2d(x, hit, padding="same", algorithm="im2col")
         np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
         np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(expected), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_output_channels_take_im2col_where_the_tile_lanes_would_idle(dtype, rng):
+    """"auto" takes im2col where the tiled kernels would fill under 3/4 of their lanes (or the plain direct kernel
+    would run) and im2col's GEMMs are not thin: forward with few output channels, input gradient with few input
+    channels (a 1-channel image's gradient: 10x faster); direct where the channels fill the lanes, where the other
+    side is thin (an RGB stem), for grouped and for 1x1 convolutions. Every choice gives the reference's result."""
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    def problem(c, k, groups=1):
+        return conv_problem((2, 12, 12, c), (3, 3, c // groups, k), stride=1, padding="same", dilation=1,
+                            groups=groups, channels_last=True)
+
+    itemsize = np.dtype(dtype).itemsize
+    lanes = conv_direct.tile_shape(itemsize, 4)[1]
+    assert _planning.choose_forward(problem(32, 1), "auto", itemsize) == "im2col"
+    assert _planning.choose_forward(problem(32, lanes // 2), "auto", itemsize) == "im2col"
+    assert _planning.choose_forward(problem(32, 32), "auto", itemsize) == "direct"
+    assert _planning.choose_forward(problem(3, 8), "auto", itemsize) == "direct"        # thin GEMM
+    assert _planning.choose_forward(problem(32, 8, groups=2), "auto", itemsize) == "direct"
+    dense = conv_problem((64, 1, 1, 32), (1, 1, 32, 3), stride=1, padding="valid", dilation=1, groups=1,
+                         channels_last=True)  # (a Dense layer: direct, whose bits do not depend on the batch)
+    assert _planning.choose_forward(dense, "auto", itemsize) == "direct"
+    assert _planning.choose_grad_input(problem(1, 32), "auto", 2, itemsize) == "im2col"
+    assert _planning.choose_grad_input(problem(lanes // 4, 64), "auto", 2, itemsize) == "im2col"
+    assert _planning.choose_grad_input(problem(32, 64), "auto", 2, itemsize) == "direct"
+    assert _planning.choose_grad_input(problem(16, 4), "auto", 2, itemsize) == "direct"  # thin GEMM
+    x = rng.standard_normal((2, 12, 12, 32)).astype(dtype)
+    w = rng.standard_normal((3, 3, 32, 3)).astype(dtype)
+    image = rng.standard_normal((2, 12, 12, 1)).astype(dtype)  # one channel, 16 filters
+    filters = rng.standard_normal((3, 3, 1, 16)).astype(dtype)
+    go = rng.standard_normal((2, 12, 12, 16)).astype(dtype)
+    same = ((1, 1), (1, 1))
+    expected = reference.conv2d(x, w, padding=same)
+    expected_gi = reference.conv2d_grad_input(go, filters, image.shape, padding=same)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for alg in ("auto", "direct", "im2col"):
+        np.testing.assert_allclose(fastconv.conv2d(x, w, padding="same", algorithm=alg), expected, rtol=tol, atol=tol)
+        got = fastconv.conv2d_grad_input(go, filters, image.shape, padding="same", algorithm=alg)
+        np.testing.assert_allclose(got, expected_gi, rtol=tol, atol=tol)
