@@ -141,6 +141,18 @@ cdef inline void store_nchw(const floating* buf, Py_ssize_t ldb, floating* dst, 
         fc_nchw_store_for_f64(isa)(buf, ldb, dst, ldd, n_px, n_k, relu)
 
 
+cdef inline void advance_row_major(Py_ssize_t* n, Py_ssize_t* ho, Py_ssize_t* wo, Py_ssize_t step, Py_ssize_t Ho,
+                                   Py_ssize_t Wo) noexcept nogil:
+    """Moves the output position (n, ho, wo) `step` pixels on in row-major order, within its row (wo + step <= Wo)."""
+    wo[0] = wo[0] + step
+    if wo[0] == Wo:
+        wo[0] = 0
+        ho[0] = ho[0] + 1
+        if ho[0] == Ho:
+            ho[0] = 0
+            n[0] = n[0] + 1
+
+
 cdef inline void fill_rows(floating* dst, Py_ssize_t n_rows, const floating* row, Py_ssize_t width) noexcept nogil:
     """n_rows consecutive copies of row[0:width] at dst, in doubling copies (few calls however many rows)."""
     cdef Py_ssize_t done = 1, step
@@ -290,13 +302,7 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                 xptrs[tile * tile_ptrs + taps * WB + j] = tap_x + j * pixel_step
                             taps = taps + 1
                     n_taps[tile] = taps
-                    wo = wo + WB
-                    if wo == Wo:
-                        wo = 0
-                        ho = ho + 1
-                        if ho == Ho:
-                            ho = 0
-                            n = n + 1
+                    advance_row_major(&n, &ho, &wo, WB, Ho, Wo)
                     continue
                 # Per pixel: the flat offset of its window's corner (n, h0, w0) in x (formed into a pointer only
                 # where the tap lies inside), its first column w0, and the kernel rows [rlo, rhi) inside the
@@ -327,13 +333,7 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                     wo = 0
                                     ho = ho + 1
                         else:
-                            wo = wo + 1
-                            if wo == Wo:
-                                wo = 0
-                                ho = ho + 1
-                                if ho == Ho:
-                                    ho = 0
-                                    n = n + 1
+                            advance_row_major(&n, &ho, &wo, 1, Ho, Wo)
                     else:
                         pix_w[j] = -1  # never inside: no merging
                 taps = 0

@@ -17,7 +17,7 @@ cdef extern from "transpose_tile.h" nogil:
 
 cdef extern from "direct_tile.h" nogil:
     enum:
-        FC_ISA_AVX512
+        FC_ISA_BASELINE
 
 ctypedef fused element:
     uint16_t
@@ -32,10 +32,10 @@ cdef enum:
 def transpose_batched(const element[:, :, ::1] src, element[:, :, ::1] dst, int n_threads):
     """dst[b, j, i] = src[b, i, j] for src (B, M, N) and dst (B, N, M), both C-contiguous and not overlapping.
 
-    4-byte elements at AVX-512 go 16 x 16 through the registers, which reads and writes each line once; element
-    by element, a tile's lines on the strided side must stay in L1 until all their elements are used, and rows a
-    multiple of 4 KiB apart (a 224 x 224 plane) share one L1 set (VGG's 12.8 MB first activation, NCHW to NHWC,
-    on AMD Zen 4 with 2 threads: 3.5-6.5 ms element by element, 1.5 in registers)."""
+    4-byte elements go 16 x 16 (AVX-512) or 8 x 8 (AVX2) through the registers, in whole runs of each row;
+    element by element, a tile's lines on the strided side must stay in L1 until all their elements are used,
+    and rows a multiple of 4 KiB apart (a 224 x 224 plane) share one L1 set (VGG's 12.8 MB first activation,
+    NCHW to NHWC, on AMD Zen 4 with 2 threads: 3.5-6.5 ms element by element, 1.5 in registers)."""
     cdef Py_ssize_t B = src.shape[0], M = src.shape[1], N = src.shape[2]
     cdef Py_ssize_t m_tiles = (M + TILE - 1) // TILE, n_tiles = (N + TILE - 1) // TILE
     cdef Py_ssize_t item, b, i0, j0, i1, j1, i, j
@@ -44,8 +44,8 @@ def transpose_batched(const element[:, :, ::1] src, element[:, :, ::1] dst, int 
     cdef fc_transpose_f32 registers = NULL
     if B == 0 or M == 0 or N == 0:
         return
-    if element is uint32_t and active_isa() == FC_ISA_AVX512:
-        registers = fc_transpose_for_f32(FC_ISA_AVX512)
+    if element is uint32_t and active_isa() != FC_ISA_BASELINE:
+        registers = fc_transpose_for_f32(active_isa())
     with nogil:
         for item in prange(B * m_tiles * n_tiles, num_threads=n_threads, schedule="static"):
             b = item // (m_tiles * n_tiles)

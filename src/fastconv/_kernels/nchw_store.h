@@ -1,7 +1,8 @@
 /* The tiled forward's NCHW write-out (conv_direct.pyx): a block of n_px pixels x n_k channels, pixel rows ldb
  * apart in the unit's buffer, goes to n_k channel rows of NCHW ldd apart, with the fused ReLU if asked
  * (max(v, 0), NaN kept). Scalar, it cost as much as the arithmetic of a 3-channel layer with a 90 MB output; at
- * AVX-512 it moves 16 x 16 blocks through the registers. Chosen at run time like the tiles (direct_tile.h). */
+ * AVX-512 it moves 16 x 16 blocks through the registers, at AVX2 8 x 8 blocks. Chosen at run time like the
+ * tiles (direct_tile.h). */
 #ifndef FASTCONV_NCHW_STORE_H
 #define FASTCONV_NCHW_STORE_H
 
@@ -27,23 +28,26 @@ FC_NCHW_STORE_SCALAR(double, fc_nchw_store_f64_scalar)
 #if FC_HAVE_X86_DISPATCH
 #include <immintrin.h>
 
-/* 16 channels x 16 pixels at a time through the registers (transpose_tile.h); the edges scalar. Each channel's
- * 16 pixels in one gather instead ran at a fraction of this on AMD Zen 4 (small_c1 channels_first: 18-21 ms
- * against 15-16 scalar and 10-11 with an NHWC output). */
-__attribute__((target("avx512f"))) static void fc_nchw_store_f32_avx512(const float *buf, fc_index ldb, float *dst,
-                                                                         fc_index ldd, fc_index n_px, fc_index n_k,
-                                                                         int relu)
-{
-    fc_index k, j;
-    for (k = 0; k + 16 <= n_k; k += 16) {
-        for (j = 0; j + 16 <= n_px; j += 16)
-            fc_transpose16_f32_avx512(buf + j * ldb + k, ldb, dst + k * ldd + j, ldd, relu);
-        if (j < n_px)
-            fc_nchw_store_f32_scalar(buf + j * ldb + k, ldb, dst + k * ldd + j, ldd, n_px - j, 16, relu);
+/* B channels x B pixels at a time through the registers (transpose_tile.h); the edges scalar. At AVX-512, each
+ * channel's 16 pixels in one gather instead ran at a fraction of this on AMD Zen 4 (small_c1 channels_first: 18-21
+ * ms against 15-16 scalar and 10-11 with an NHWC output). */
+#define FC_NCHW_STORE_BLOCKED(NAME, ATTR, B, TRANSPOSE)                                                           \
+    ATTR static void NAME(const float *buf, fc_index ldb, float *dst, fc_index ldd, fc_index n_px, fc_index n_k, \
+                          int relu)                                                                              \
+    {                                                                                                            \
+        fc_index k, j;                                                                                           \
+        for (k = 0; k + B <= n_k; k += B) {                                                                      \
+            for (j = 0; j + B <= n_px; j += B)                                                                   \
+                TRANSPOSE(buf + j * ldb + k, ldb, dst + k * ldd + j, ldd, relu);                                 \
+            if (j < n_px)                                                                                        \
+                fc_nchw_store_f32_scalar(buf + j * ldb + k, ldb, dst + k * ldd + j, ldd, n_px - j, B, relu);     \
+        }                                                                                                        \
+        if (k < n_k)                                                                                             \
+            fc_nchw_store_f32_scalar(buf + k, ldb, dst + k * ldd, ldd, n_px, n_k - k, relu);                     \
     }
-    if (k < n_k)
-        fc_nchw_store_f32_scalar(buf + k, ldb, dst + k * ldd, ldd, n_px, n_k - k, relu);
-}
+
+FC_NCHW_STORE_BLOCKED(fc_nchw_store_f32_avx512, __attribute__((target("avx512f"))), 16, fc_transpose16_f32_avx512)
+FC_NCHW_STORE_BLOCKED(fc_nchw_store_f32_avx2, __attribute__((target("avx2,fma"))), 8, fc_transpose8_f32_avx2)
 
 __attribute__((target("avx512f"))) static void fc_nchw_store_f64_avx512(const double *buf, fc_index ldb,
                                                                          double *dst, fc_index ldd, fc_index n_px,
@@ -79,6 +83,8 @@ static fc_nchw_store_f32 fc_nchw_store_for_f32(int isa)
 #if FC_HAVE_X86_DISPATCH
     if (isa == FC_ISA_AVX512)
         return fc_nchw_store_f32_avx512;
+    if (isa == FC_ISA_AVX2)
+        return fc_nchw_store_f32_avx2;
 #endif
     (void)isa;
     return fc_nchw_store_f32_scalar;
