@@ -127,12 +127,13 @@ class PackedWeights:
     0), or HWIO itself (`row` = K, the distance between its rows), read in place or, with `copy_per_pass`, copied
     by each of the kernel's passes into a packed buffer of its own; and whether all of them are finite (learnt
     while packing, or while the kernel copies them, or on first asking where neither ran)."""
-    __slots__ = ("values", "row", "copy_per_pass", "_finite")
+    __slots__ = ("values", "row", "copy_per_pass", "oihw", "_finite")
 
-    def __init__(self, values, finite=None, row=0, copy_per_pass=False):
+    def __init__(self, values, finite=None, row=0, copy_per_pass=False, oihw=False):
         self.values = values
         self.row = row
         self.copy_per_pass = copy_per_pass
+        self.oihw = oihw  # (with copy_per_pass: values is OIHW itself, each pass transposing its block)
         self._finite = finite
 
     @property
@@ -150,6 +151,19 @@ class PackedWeights:
         return self._finite is not None
 
 
+# OIHW kernels above this size are transposed by the tiled forward's passes rather than packed first (float32, at
+# the levels with register transposes); below it a packing pass is cheap, and the passes of many small work units
+# would transpose every weight many times over.
+OIHW_PER_PASS_MIN_BYTES = 1 << 20
+
+
+def _oihw_per_pass(weight):
+    from fastconv._kernels import cpu_dispatch
+
+    return (weight.dtype == np.float32 and weight.nbytes > OIHW_PER_PASS_MIN_BYTES
+            and cpu_dispatch.active_isa_name() != "baseline")
+
+
 def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=False):
     """Weights as the tiled direct kernel reads them: (groups, k_blocks, R, S, C/groups, lanes), each block of
     `lanes` output channels contiguous per input channel, zero-padded past the group's last channel. `weight` is
@@ -157,12 +171,18 @@ def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=Fal
     ``flipped_transposed_hwio(hwio, groups)`` (the stride-1 input gradient's kernel), without forming it.
     HWIO of one group and a whole number of `lanes` output channels is not packed (`row` = K): the kernel reads
     each block's `lanes` channels out of HWIO's rows, in place where they are 64-byte aligned and at most
-    HWIO_IN_PLACE_MAX_ROW_BYTES long, else copying them per pass (`copy_per_pass`).
+    HWIO_IN_PLACE_MAX_ROW_BYTES long, else copying them per pass (`copy_per_pass`). Large float32 OIHW of one
+    group and whole blocks is not packed either (`oihw`, `copy_per_pass`): each pass transposes its block.
     Returns PackedWeights: finite tells whether every weight is a number (no NaN, no infinity)."""
     if oihw:
         k, cg, r, s = weight.shape
     else:
         r, s, cg, k = weight.shape
+    if oihw and not flip_transpose and groups == 1 and k % lanes == 0 and _oihw_per_pass(weight):
+        # The packing pass of a large kernel moves it through memory twice (VGG conv5's 9 MiB: 0.65-0.85 ms,
+        # 15% of its 2-thread forward on Zen 4); each of the kernel's passes transposes its own block instead,
+        # in registers, into its cache.
+        return PackedWeights(np.ascontiguousarray(weight).reshape(-1), copy_per_pass=True, oihw=True)
     if not (oihw or flip_transpose) and groups == 1 and k % lanes == 0:
         # HWIO's rows hold every block's channels consecutively. Aligned short rows are read in place (a
         # 64-channel kernel's copy took a quarter of a small convolution's call); the rest are copied by the

@@ -296,12 +296,12 @@ def placed(a, offset_bytes):
 
 
 def run_tiled(x, weights, problem, *, row=0, copy_per_pass=False, check_finite=False, bias=None, relu=False,
-              threads=1, unit_tiles=1):
+              threads=1, unit_tiles=1, oihw=False):
     """The tiled forward kernel called directly: (its output, whether it found every weight it checked finite)."""
     out = np.empty(problem.output_shape, x.dtype)
     finite = conv_direct.forward_nhwc_tiled(x, weights.reshape(-1), bias, np.zeros(x.shape[3], x.dtype), out,
                                             problem.geometry, unit_tiles, relu, False, False, threads, row,
-                                            copy_per_pass, check_finite)
+                                            copy_per_pass, check_finite, oihw)
     return out, finite
 
 
@@ -321,11 +321,13 @@ def packed_layout(hwio, lanes):
     ((1, 4, 5, 400), 3, (3, 3), 1, "same", 1, False),     # three passes, the last one shorter
 ])
 def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks, kernel, stride, padding,
-                                                                dilation, relu, threads, unit_tiles, dtype, rng):
+                                                                dilation, relu, threads, unit_tiles, dtype, rng,
+                                                                monkeypatch):
     """One group of whole blocks of lanes: HWIO is read as it lies, in place (rows K apart, each block its lanes
     of every row) or copied by each pass into a packed buffer of its own, checked for NaN as it is copied or not.
-    The same sums in the same order as the packed layout: the same bits, and the reference's values. Through
-    conv2d: aligned rows of at most 512 bytes are read in place, the rest copied per pass."""
+    OIHW (one group, whole blocks) likewise, transposed by each pass. The same sums in the same order as the
+    packed layout: the same bits, and the reference's values. Through conv2d: aligned rows of at most 512 bytes
+    are read in place, the rest copied per pass."""
     from fastconv import _layout, _problem
 
     lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]
@@ -345,6 +347,11 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
                                 **kw)
         assert finite
         np.testing.assert_array_equal(got, packed)
+    oihw = placed(hwio.transpose(3, 2, 0, 1), 16)  # OIHW itself, each pass transposing its block
+    for check_finite in (False, True):
+        got, finite = run_tiled(x, oihw, problem, copy_per_pass=True, check_finite=check_finite, oihw=True, **kw)
+        assert finite
+        np.testing.assert_array_equal(got, packed)
     x64, w64 = x.astype(np.float64), hwio.astype(np.float64)
     expected = reference.conv2d(x64, w64, bias.astype(np.float64), stride=stride, padding=padding, dilation=dilation)
     if relu:
@@ -361,14 +368,21 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
     opts = dict(stride=stride, padding=padding, dilation=dilation, algorithm="direct")
     np.testing.assert_array_equal(run(x, placed(hwio, 0), bias, **opts), packed)
     np.testing.assert_array_equal(run(x, off_line, bias, **opts), packed)
+    # channels_first: large float32 OIHW kernels go per pass (here any size), the rest packed; the same bits
+    monkeypatch.setattr(_layout, "OIHW_PER_PASS_MIN_BYTES", 0)
+    chosen = _layout.pack_direct_weights(oihw, 1, lanes, oihw=True)
+    per_pass = dtype == np.float32 and cpu_dispatch.active_isa_name() != "baseline"
+    assert chosen.oihw == chosen.copy_per_pass == per_pass
+    got = run(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), oihw, bias, data_format="channels_first", **opts)
+    np.testing.assert_array_equal(got, packed.transpose(0, 3, 1, 2))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weights_copied_per_pass_are_all_checked(bad, dtype, rng):
-    """A NaN or an infinity anywhere among weights copied per pass is found as they are copied: first and last
-    block of lanes, first and last input channel of each pass, first and last tap; two threads, many units (the
-    first unit's copies meet every weight once). conv2d with algorithm="auto" then gives im2col's result, whose
+    """A NaN or an infinity anywhere among weights copied per pass (HWIO copied, OIHW transposed) is found as they
+    are copied: first and last block of lanes, first and last input channel of each pass, first and last tap; two
+    threads, many units (the first unit's copies meet every weight once). conv2d with algorithm="auto" then gives im2col's result, whose
     products with padded zeros make NaN (0 * inf), as PyTorch's do."""
     from fastconv import _problem
 
@@ -379,12 +393,17 @@ def test_weights_copied_per_pass_are_all_checked(bad, dtype, rng):
     problem = _problem.conv_problem(x.shape, hwio.shape, stride=1, padding="same", dilation=1, groups=1,
                                     channels_last=True)
     kw = dict(row=k, copy_per_pass=True, threads=2, unit_tiles=1)
+    oihw_kw = dict(copy_per_pass=True, threads=2, unit_tiles=1, oihw=True)
     assert run_tiled(x, placed(hwio, 16), problem, check_finite=True, **kw)[1]
+    assert run_tiled(x, hwio.transpose(3, 2, 0, 1).copy(), problem, check_finite=True, **oihw_kw)[1]
     for where in [(0, 0, 0, 0), (2, 2, 299, k - 1), (1, 0, 149, lanes), (1, 1, 150, lanes - 1), (0, 2, 0, k - 1)]:
         hit = hwio.copy()
         hit[where] = bad
         assert not run_tiled(x, placed(hit, 16), problem, check_finite=True, **kw)[1], where
         assert run_tiled(x, placed(hit, 16), problem, check_finite=False, **kw)[1]  # (counted only when asked)
+        hit_oihw = hit.transpose(3, 2, 0, 1).copy()
+        assert not run_tiled(x, hit_oihw, problem, check_finite=True, **oihw_kw)[1], where
+        assert run_tiled(x, hit_oihw, problem, check_finite=False, **oihw_kw)[1]
         got = fastconv.conv2d(x, placed(hit, 16), padding="same")
         expected = fastconv.conv2d(x, hit, padding="same", algorithm="im2col")
         np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))

@@ -28,7 +28,8 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,     # IN  (N,
                                    floating[:, :, :, ::1] out,         # OUT (N, Ho, Wo, K) or (N, K, Ho, Wo)
                                    ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
                                    bint batch_inner, int n_threads, Py_ssize_t weight_row=*,
-                                   bint copy_per_pass=*, bint check_finite=*) noexcept nogil
+                                   bint copy_per_pass=*, bint check_finite=*,
+                                   bint weight_oihw=*) noexcept nogil
 
 # Weight gradient with register tiles; grad_out's channels are zero-padded per group to whole blocks of lanes
 # and grad_weight must be zero-filled (accumulated into), see conv_direct.grad_weight_nhwc_tiled. Returns 0, or

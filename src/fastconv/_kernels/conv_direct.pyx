@@ -33,6 +33,16 @@ cdef extern from "direct_tile.h" nogil:
 cdef extern from "finite_check.h" nogil:
     int fc_copy_any_nonfinite_f32(float *dst, const float *src, Py_ssize_t n)
     int fc_copy_any_nonfinite_f64(double *dst, const double *src, Py_ssize_t n)
+    int fc_any_nonfinite_f32(const float *p, Py_ssize_t n)
+    int fc_any_nonfinite_f64(const double *p, Py_ssize_t n)
+
+cdef extern from "transpose_tile.h" nogil:
+    ctypedef void (*fc_transpose_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_transpose_f64)(const double *, Py_ssize_t, double *, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t) noexcept nogil
+    fc_transpose_f32 fc_transpose_for_f32(int isa)
+    fc_transpose_f64 fc_transpose_for_f64(int isa)
 
 cdef extern from "nchw_store.h" nogil:
     ctypedef void (*fc_nchw_store_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -172,7 +182,8 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                    floating[:, :, :, ::1] out,
                                    ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
                                    bint batch_inner, int n_threads, Py_ssize_t weight_row=0,
-                                   bint copy_per_pass=False, bint check_finite=False) noexcept nogil:
+                                   bint copy_per_pass=False, bint check_finite=False,
+                                   bint weight_oihw=False) noexcept nogil:
     # Output pixels, flattened over (n, ho, wo), are cut into tiles of WB (rows of the register tile may belong
     # to different output rows or images, so no lanes idle at row ends) and tiles into units. Work item = (unit,
     # group, block of output channels). Per item: the input pointers of every (tile, tap) are laid out once;
@@ -195,8 +206,10 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     # Packed weights: blocks of (R, S, Cg, KB) one after another, rows KB apart. weight_row (not 0): HWIO itself
     # (one group, K a whole number of blocks), rows weight_row = K apart, block kb starting kb * KB into each row;
     # with copy_per_pass, each pass first copies the rows of its block of input channels into wbuf, packed there
-    # as (R, S, nc, KB) (see below). Returns the number of passes that copied a NaN or an infinity, counted with
-    # check_finite (one unit's passes copy every weight once), else 0.
+    # as (R, S, nc, KB) (see below). weight_oihw (with copy_per_pass): OIHW itself (one group, K a whole number of
+    # blocks), each pass transposing its (KB, nc * R * S) block into wbuf as (nc, R, S, KB), so a tap's channels
+    # lie R * S * KB apart there (no merged kernel rows). Returns the number of passes that copied a NaN or an
+    # infinity, counted with check_finite (one unit's passes copy every weight once), else 0.
     cdef Py_ssize_t w_row = weight_row if weight_row else KB
     cdef Py_ssize_t tap_stride = Cg * w_row
     cdef Py_ssize_t wblock_stride = KB if weight_row else R * S * Cg * KB
@@ -240,7 +253,8 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     # Tiles accumulate straight in an NHWC output whose channels are whole blocks of lanes (see below).
     cdef bint in_place = not out_nchw and geom.groups == 1 and K % KB == 0
     cdef Py_ssize_t out_tiles
-    cdef bint whole_rows = cblock == Cg and geom.groups == 1 and geom.dilation_w == 1
+    cdef bint whole_rows = cblock == Cg and geom.groups == 1 and geom.dilation_w == 1 and not weight_oihw
+    cdef Py_ssize_t pass_channel_step = R * S * KB if weight_oihw else KB  # (between a tap's channels in wbuf)
     # (the bias fill of large outputs is one string copy per unit only where a pixel's channels are one block)
     cdef bint prefill = K == KB and n_pixels * K * sizeof(floating) > INIT_IN_PLACE_MAX_BYTES
     with parallel(num_threads=n_threads):
@@ -406,7 +420,16 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 # and a packing pass before the call writes and re-reads every weight once more. Here the copy
                 # lands in this core's cache and its tiles read it there (vgg_conv5_2 at 2 threads 3.4 -> 3.0
                 # ms; vgg_conv4_2 -5%). The first unit's copies check the weights (finite_check.h).
-                if copy_per_pass:
+                if copy_per_pass and weight_oihw:  # (rows of wblock: output channels, Cg * R * S apart)
+                    if floating is float:
+                        fc_transpose_for_f32(isa)(wblock + c0 * R * S, Cg * R * S, wbuf, KB, KB, nc * R * S)
+                        if check_finite and unit == 0:
+                            n_bad += fc_any_nonfinite_f32(wbuf, nc * R * S * KB)
+                    else:
+                        fc_transpose_for_f64(isa)(wblock + c0 * R * S, Cg * R * S, wbuf, KB, KB, nc * R * S)
+                        if check_finite and unit == 0:
+                            n_bad += fc_any_nonfinite_f64(wbuf, nc * R * S * KB)
+                elif copy_per_pass:
                     for tap in range(R * S):
                         for c in range(nc):
                             wsrc = wblock + (tap * Cg + c0 + c) * weight_row
@@ -420,14 +443,15 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                 for tile in range(tile_count):
                     for t in range(n_taps[tile]):
                         if copy_per_pass:
-                            wptrs[t] = wbuf + tap_offsets[tile * R * S + t] * nc * KB
+                            wptrs[t] = wbuf + tap_offsets[tile * R * S + t] * (KB if weight_oihw else nc * KB)
                         else:
                             wptrs[t] = wblock + tap_offsets[tile * R * S + t] * tap_stride + c0 * w_row
                     if tile < out_tiles:
                         acc = out_flat + (p0 + tile * WB) * K + k0
                     else:
                         acc = unitbuf + tile * WB * KB
-                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs, KB if copy_per_pass else w_row,
+                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs,
+                             pass_channel_step if copy_per_pass else w_row,
                              S * nc if merged[tile] else nc, acc, K if tile < out_tiles else KB, isa, wide,
                              bias_row if cb == 0 and (not prefill or tile >= out_tiles) else NULL)
             if out_nchw:
@@ -881,13 +905,16 @@ def tile_shape(itemsize, Py_ssize_t channels):
 def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packed_weight, bias,
                        const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom,
                        Py_ssize_t unit_tiles, bint relu, bint out_nchw, bint batch_inner, int n_threads,
-                       Py_ssize_t weight_row=0, bint copy_per_pass=False, bint check_finite=False):
+                       Py_ssize_t weight_row=0, bint copy_per_pass=False, bint check_finite=False,
+                       bint weight_oihw=False):
     """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout), best
     64-byte aligned (its vector loads straddle cache lines otherwise: 15-20% slower);
     zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept); out_nchw: out is (N, K, Ho, Wo);
     batch_inner: tiles run over the images at each output position (not with out_nchw);
     weight_row (not 0): packed_weight is HWIO, rows weight_row = K apart (one group, whole blocks of lanes), read in
-    place, or with copy_per_pass copied by each pass into an aligned packed buffer (any alignment then).
+    place, or with copy_per_pass copied by each pass into an aligned packed buffer (any alignment then);
+    weight_oihw (with copy_per_pass, weight_row 0): packed_weight is OIHW itself (one group, whole blocks of lanes),
+    each pass transposing its block into that buffer.
     Returns False where check_finite (with copy_per_pass) met a NaN or an infinity among the weights, else True."""
     cdef const floating[::1] bias_view
     cdef const floating* bias_ptr = NULL
@@ -898,7 +925,7 @@ def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packe
     with nogil:
         n_bad = conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu,
                                           out_nchw, batch_inner and not out_nchw, n_threads, weight_row,
-                                          copy_per_pass, check_finite)
+                                          copy_per_pass, check_finite, weight_oihw)
     return n_bad == 0
 
 
