@@ -29,30 +29,4 @@ static inline int fc_any_nonfinite_f64(const double *p, ptrdiff_t n)
     return (int)(carries >> 63);
 }
 
-/* Copies n values from src to dst and tells whether one of them is a NaN or an infinity, in one pass: the check
- * costs nothing beside the loads of a copy that streams from memory. */
-static inline int fc_copy_any_nonfinite_f32(float *dst, const float *src, ptrdiff_t n)
-{
-    const fc_bits32 *u = (const fc_bits32 *)src;
-    fc_bits32 *d = (fc_bits32 *)dst;
-    uint32_t carries = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        d[i] = u[i];
-        carries |= (u[i] & 0x7f800000u) + 0x00800000u;
-    }
-    return (int)(carries >> 31);
-}
-
-static inline int fc_copy_any_nonfinite_f64(double *dst, const double *src, ptrdiff_t n)
-{
-    const fc_bits64 *u = (const fc_bits64 *)src;
-    fc_bits64 *d = (fc_bits64 *)dst;
-    uint64_t carries = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        d[i] = u[i];
-        carries |= (u[i] & 0x7ff0000000000000ull) + 0x0010000000000000ull;
-    }
-    return (int)(carries >> 63);
-}
-
 #endif
