@@ -9,7 +9,9 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from fastconv._kernels.cpu_dispatch cimport active_isa
+from fastconv._kernels.finite_check cimport fc_any_nonfinite_f32, fc_any_nonfinite_f64
 from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
+from fastconv._kernels.transpose_tile cimport fc_transpose_for_f32, fc_transpose_for_f64
 
 cdef extern from "aligned_buffer.h" nogil:
     # (buffers the tiles load vectors from or store them to: see the header for what a straddling load costs)
@@ -29,18 +31,6 @@ cdef extern from "direct_tile.h" nogil:
     int fc_tile_pixels(int isa, int wide)
     int fc_tile_lanes(int isa, int itemsize, int wide)
     int fc_tile_wide_for(int isa, int itemsize, Py_ssize_t channels)
-
-cdef extern from "finite_check.h" nogil:
-    int fc_any_nonfinite_f32(const float *p, Py_ssize_t n)
-    int fc_any_nonfinite_f64(const double *p, Py_ssize_t n)
-
-cdef extern from "transpose_tile.h" nogil:
-    ctypedef void (*fc_transpose_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t,
-                                      Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_transpose_f64)(const double *, Py_ssize_t, double *, Py_ssize_t, Py_ssize_t,
-                                      Py_ssize_t) noexcept nogil
-    fc_transpose_f32 fc_transpose_for_f32(int isa)
-    fc_transpose_f64 fc_transpose_for_f64(int isa)
 
 cdef extern from "nchw_store.h" nogil:
     ctypedef void (*fc_nchw_store_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,

@@ -9,11 +9,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 from fastconv._kernels.cpu_dispatch cimport active_isa
-
-cdef extern from "transpose_tile.h" nogil:
-    ctypedef void (*fc_transpose_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t,
-                                      Py_ssize_t) noexcept nogil
-    fc_transpose_f32 fc_transpose_for_f32(int isa)
+from fastconv._kernels.transpose_tile cimport fc_transpose_f32, fc_transpose_for_f32
 
 cdef extern from "direct_tile.h" nogil:
     enum:

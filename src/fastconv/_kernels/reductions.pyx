@@ -5,6 +5,8 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.string cimport memset
 
+from fastconv._kernels.finite_check cimport fc_any_nonfinite_f32, fc_any_nonfinite_f64
+
 cdef enum:
     # Rows per block: small enough that blocks share out among threads, large enough that the partial sums
     # (one row per block) stay a small fraction of the input.
@@ -40,10 +42,6 @@ def column_sums(const floating[:, ::1] a, floating[::1] out, floating[:, ::1] pa
             for k in range(channels):
                 out[k] += partial[b, k]
 
-
-cdef extern from "finite_check.h" nogil:
-    int fc_any_nonfinite_f32(const float *p, Py_ssize_t n)
-    int fc_any_nonfinite_f64(const double *p, Py_ssize_t n)
 
 cdef enum:
     # Elements per block of all_finite: a few pages, so blocks share out among threads.

@@ -12,6 +12,8 @@ from libc.string cimport memcpy
 from cython cimport floating
 
 from fastconv._kernels.cpu_dispatch cimport active_isa
+from fastconv._kernels.finite_check cimport fc_any_nonfinite_f32, fc_any_nonfinite_f64
+from fastconv._kernels.transpose_tile cimport fc_transpose_for_f32, fc_transpose_for_f64
 
 cdef enum:
     # Input rows per work item of the OIHW packing: enough items to share among threads, and a run of each
@@ -21,18 +23,6 @@ cdef enum:
     # lane's run when it transposes (VGG conv5's flipped kernel, scalar: 0.52 ms at 16, 0.57 at 64, 0.67 at 32 on
     # 2 threads; in register blocks 0.33 at 16, 32 or 64).
     TRANSPOSE_ROWS = 16
-
-cdef extern from "transpose_tile.h" nogil:
-    ctypedef void (*fc_transpose_f32)(const float *, Py_ssize_t, float *, Py_ssize_t, Py_ssize_t,
-                                      Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_transpose_f64)(const double *, Py_ssize_t, double *, Py_ssize_t, Py_ssize_t,
-                                      Py_ssize_t) noexcept nogil
-    fc_transpose_f32 fc_transpose_for_f32(int isa)
-    fc_transpose_f64 fc_transpose_for_f64(int isa)
-
-cdef extern from "finite_check.h" nogil:
-    int fc_any_nonfinite_f32(const float *p, Py_ssize_t n)
-    int fc_any_nonfinite_f64(const double *p, Py_ssize_t n)
 
 
 def pack(const floating[:, :, :, ::1] weight, floating[::1] packed, Py_ssize_t groups, Py_ssize_t lanes,
