@@ -288,10 +288,8 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                     h0 = ho * geom.stride_h - geom.pad_top
                     if h0 != last_h0:
                         last_h0 = h0
-                        lo = 0 if h0 >= 0 else (geom.dilation_h - 1 - h0) // geom.dilation_h
-                        hi = 0 if h0 >= geom.in_h else (geom.in_h - 1 - h0) // geom.dilation_h + 1
-                        if hi > R:
-                            hi = R
+                        lo = first_valid(h0, geom.dilation_h)
+                        hi = end_valid(h0, geom.dilation_h, geom.in_h, R)
                     corner = ((n * geom.in_h + h0) * geom.in_w + wo * geom.stride_w - geom.pad_left) * geom.in_c
                     taps = 0
                     merged[tile] = whole_rows
@@ -319,10 +317,8 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                         pix_off[j] = ((n * geom.in_h + h0) * geom.in_w + pix_w[j]) * geom.in_c
                         if h0 != last_h0:  # (a row's pixels share it: the two divisions were a tenth of the
                             last_h0 = h0   # set-up of a 7x7 RGB stem)
-                            lo = 0 if h0 >= 0 else (geom.dilation_h - 1 - h0) // geom.dilation_h
-                            hi = 0 if h0 >= geom.in_h else (geom.in_h - 1 - h0) // geom.dilation_h + 1
-                            if hi > R:
-                                hi = R
+                            lo = first_valid(h0, geom.dilation_h)
+                        hi = end_valid(h0, geom.dilation_h, geom.in_h, R)
                         if lo < hi:
                             pix_lo[j] = lo
                             pix_hi[j] = hi
