@@ -262,7 +262,8 @@ def forward_unit_tiles(problem, tile_pixels, lanes, n_threads, itemsize=4):
     weights exceed LARGE_FORWARD_WEIGHT_BYTES. Results do not depend on it (each output is summed in the same
     order whatever unit it falls in), so it may follow the thread count."""
     total_tiles = -(-problem.batch * problem.out_h * problem.out_w // tile_pixels)
-    k_blocks = problem.groups * -(-(problem.out_c // problem.groups) // lanes)
+    k_blocks = problem.groups * (1 if forward_all_kblocks(problem, lanes, itemsize)
+                                 else -(-(problem.out_c // problem.groups) // lanes))
     weight_bytes = _weight_bytes(problem, itemsize)
     items = FEW_ITEMS_PER_THREAD if weight_bytes > LARGE_FORWARD_WEIGHT_BYTES else ITEMS_PER_THREAD
     per_thread = total_tiles * k_blocks // (items * max(1, n_threads))
@@ -270,6 +271,16 @@ def forward_unit_tiles(problem, tile_pixels, lanes, n_threads, itemsize=4):
     # Units of equal size: 33 tiles as 17 + 16, not 16 + 16 + 1 (a near-empty unit unbalances the threads).
     n_units = -(-total_tiles // largest)
     return -(-total_tiles // n_units)
+
+
+def forward_all_kblocks(problem, lanes, itemsize=4):
+    """Whether each work item of the tiled direct forward runs every block of `lanes` output channels of its
+    group (over input pointers laid out once), not one: where a group has several blocks and the whole kernel
+    stays in a core's L2 (ALL_KBLOCKS_MAX_WEIGHT_BYTES). A tile's set-up costs about as much as a few taps of a
+    few-channel layer, and at AVX2 (16 lanes) a 64-filter layer repeated it for 4 blocks: on Zen 3 at one thread
+    a 7x7 RGB stem spent a quarter of its call outside the tile."""
+    k_blocks = -(-(problem.out_c // problem.groups) // lanes)
+    return k_blocks > 1 and _weight_bytes(problem, itemsize) <= ALL_KBLOCKS_MAX_WEIGHT_BYTES
 
 
 def _valid_tap_fraction(in_size, out_size, kernel, stride, dilation, pad_before):
@@ -315,3 +326,4 @@ ITEMS_PER_THREAD = 16
 FEW_ITEMS_PER_THREAD = 4
 LARGE_FORWARD_WEIGHT_BYTES = 1 << 20
 MAX_UNIT_PIXELS = 896
+ALL_KBLOCKS_MAX_WEIGHT_BYTES = 1 << 18

@@ -124,7 +124,8 @@ def _direct_forward_nhwc(problem, x, weight, bias, out, n_threads, *, packed=Non
         learn_finite = learn_finite and packed.copy_per_pass
         finite = conv_direct.forward_nhwc_tiled(x, packed.values, bias, zeros, out, problem.geometry, unit_tiles,
                                                 relu, out_nchw, batch_inner, n_threads, packed.row,
-                                                packed.copy_per_pass, learn_finite, packed.oihw)
+                                                packed.copy_per_pass, learn_finite, packed.oihw,
+                                                _planning.forward_all_kblocks(problem, lanes, x.dtype.itemsize))
         if learn_finite:
             packed.finite = finite
         return relu

@@ -296,12 +296,12 @@ def placed(a, offset_bytes):
 
 
 def run_tiled(x, weights, problem, *, row=0, copy_per_pass=False, check_finite=False, bias=None, relu=False,
-              threads=1, unit_tiles=1, oihw=False):
+              threads=1, unit_tiles=1, oihw=False, all_kblocks=False):
     """The tiled forward kernel called directly: (its output, whether it found every weight it checked finite)."""
     out = np.empty(problem.output_shape, x.dtype)
     finite = conv_direct.forward_nhwc_tiled(x, weights.reshape(-1), bias, np.zeros(x.shape[3], x.dtype), out,
                                             problem.geometry, unit_tiles, relu, False, False, threads, row,
-                                            copy_per_pass, check_finite, oihw)
+                                            copy_per_pass, check_finite, oihw, all_kblocks)
     return out, finite
 
 
@@ -340,13 +340,16 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
                                     groups=1, channels_last=True)
     kw = dict(bias=bias, relu=relu, threads=threads, unit_tiles=unit_tiles)
     packed, finite = run_tiled(x, packed_layout(hwio, lanes), problem, **kw)
+    every_block, _ = run_tiled(x, packed_layout(hwio, lanes), problem, all_kblocks=True, **kw)
+    np.testing.assert_array_equal(every_block, packed)
     off_line = placed(hwio, 16)
     for weights, copy_per_pass, check_finite in [(placed(hwio, 0), False, False), (off_line, True, False),
                                                  (off_line, True, True)]:
-        got, finite = run_tiled(x, weights, problem, row=k, copy_per_pass=copy_per_pass, check_finite=check_finite,
-                                **kw)
-        assert finite
-        np.testing.assert_array_equal(got, packed)
+        for all_kblocks in (False, True):
+            got, finite = run_tiled(x, weights, problem, row=k, copy_per_pass=copy_per_pass,
+                                    check_finite=check_finite, all_kblocks=all_kblocks, **kw)
+            assert finite
+            np.testing.assert_array_equal(got, packed)
     oihw = placed(hwio.transpose(3, 2, 0, 1), 16)  # OIHW itself, each pass transposing its block
     for check_finite in (False, True):
         got, finite = run_tiled(x, oihw, problem, copy_per_pass=True, check_finite=check_finite, oihw=True, **kw)
@@ -375,6 +378,54 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
     assert chosen.oihw == chosen.copy_per_pass == per_pass
     got = run(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), oihw, bias, data_format="channels_first", **opts)
     np.testing.assert_array_equal(got, packed.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("out_nchw, batch_inner", [(False, False), (True, False), (False, True)])
+def test_items_of_every_channel_block_give_the_same_bits(out_nchw, batch_inner, dtype, rng):
+    """Work items that run every block of output channels of their pixels (one set-up of the input pointers)
+    sum each output in the same order as items of one block: the same bits, in both output layouts, over the
+    batch or row-major, grouped, with a partial last block per group; and the reference's values."""
+    from fastconv import _layout, _problem
+
+    lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]
+    groups, kg = 2, 2 * lanes + 3  # three blocks per group, the last one partial
+    x = rng.standard_normal((6, 7, 8, 2 * 5)).astype(dtype)
+    weight = rng.standard_normal((3, 3, 5, groups * kg)).astype(dtype)
+    bias = rng.standard_normal(groups * kg).astype(dtype)
+    problem = _problem.conv_problem(x.shape, weight.shape, stride=1, padding="same", dilation=1, groups=groups,
+                                    channels_last=True)
+    packed = _layout.pack_direct_weights(weight, groups, lanes)
+    outs = []
+    for all_kblocks in (False, True):
+        n, h, w, k = problem.output_shape
+        out = np.full((n, k, h, w) if out_nchw else (n, h, w, k), np.nan, dtype)
+        conv_direct.forward_nhwc_tiled(x, packed.values, bias, np.zeros(5, dtype), out, problem.geometry, 3, False,
+                                       out_nchw, batch_inner, 2, packed.row, packed.copy_per_pass, False, False,
+                                       all_kblocks)
+        outs.append(out.transpose(0, 2, 3, 1) if out_nchw else out)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    x64, w64, b64 = x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64)
+    expected = reference.conv2d(x64, w64, b64, padding="same", groups=groups)
+    check_close(outs[1], expected, reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), padding="same",
+                                                    groups=groups), dtype)
+
+
+def test_items_take_every_channel_block_where_the_kernel_is_small():
+    """forward_all_kblocks: several blocks of lanes per group and a kernel of at most
+    ALL_KBLOCKS_MAX_WEIGHT_BYTES; and then units count one item per unit, not one per block."""
+    from fastconv import _planning
+    from fastconv._problem import conv_problem
+
+    def problem(c, k, size):
+        return conv_problem((1, size, size, c), (3, 3, c, k), stride=1, padding=1, dilation=1, groups=1,
+                            channels_last=True)
+
+    assert _planning.forward_all_kblocks(problem(32, 64, 56), 16)        # 74 KB, 4 blocks
+    assert not _planning.forward_all_kblocks(problem(32, 64, 56), 64)    # one block
+    assert not _planning.forward_all_kblocks(problem(512, 512, 14), 16)  # 9.4 MB
+    # 523 tiles of 6 pixels: 16 items per thread at 2 threads -> 16 tiles a unit, not 4 (blocks no longer items)
+    assert _planning.forward_unit_tiles(problem(32, 64, 56), 6, 16, 2, 4) == 16
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -13,6 +13,10 @@ from fastconv._kernels.finite_check cimport fc_any_nonfinite_f32, fc_any_nonfini
 from fastconv._kernels.geometry cimport ConvGeometry, first_valid, end_valid
 from fastconv._kernels.transpose_tile cimport fc_transpose_for_f32, fc_transpose_for_f64
 
+cdef extern from "strided_rows.h" nogil:
+    void fc_copy_strided_rows(const void *src, Py_ssize_t src_stride, void *dst, Py_ssize_t n_rows,
+                              Py_ssize_t row_bytes)
+
 cdef extern from "aligned_buffer.h" nogil:
     # (buffers the tiles load vectors from or store them to: see the header for what a straddling load costs)
     int FC_BUFFER_ALIGN
@@ -171,7 +175,7 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                    ConvGeometry geom, Py_ssize_t unit_tiles, bint relu, bint out_nchw,
                                    bint batch_inner, int n_threads, Py_ssize_t weight_row=0,
                                    bint copy_per_pass=False, bint check_finite=False,
-                                   bint weight_oihw=False) noexcept nogil:
+                                   bint weight_oihw=False, bint all_kblocks=False) noexcept nogil:
     # Output pixels, flattened over (n, ho, wo), are cut into tiles of WB (rows of the register tile may belong
     # to different output rows or images, so no lanes idle at row ends) and tiles into units. Work item = (unit,
     # group, block of output channels). Per item: the input pointers of every (tile, tap) are laid out once;
@@ -180,7 +184,9 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     # whose tap falls in the padding reads zeros. batch_inner (NHWC output only) flattens the pixels over
     # (ho, wo, n) instead: a tile's rows are then mostly one output position in different images, which all see
     # the same taps, so a padded layer on small images computes no zeros (the MNIST convnet's second input
-    # gradient, 11x11 padded by 2: 29% of its row-major tiles' products were zeros).
+    # gradient, 11x11 padded by 2: 29% of its row-major tiles' products were zeros). all_kblocks: an item is
+    # (unit, group) and runs every block of output channels over the pointers it laid out once (see
+    # _planning.forward_all_kblocks).
     cdef int isa = active_isa()
     cdef Py_ssize_t K = geom.out_c, Cg = geom.in_c // geom.groups, Kg = K // geom.groups
     cdef int wide = fc_tile_wide_for(isa, sizeof(floating), Kg)
@@ -190,7 +196,9 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t unit_pixels = unit_tiles * WB
     cdef Py_ssize_t n_units = (n_pixels + unit_pixels - 1) // unit_pixels
     cdef Py_ssize_t n_kblocks = (Kg + KB - 1) // KB
-    cdef Py_ssize_t n_items = n_units * geom.groups * n_kblocks
+    cdef Py_ssize_t kblocks_per_item = n_kblocks if all_kblocks else 1
+    cdef Py_ssize_t n_kitems = n_kblocks // kblocks_per_item
+    cdef Py_ssize_t n_items = n_units * geom.groups * n_kitems
     # Packed weights: blocks of (R, S, Cg, KB) one after another, rows KB apart. weight_row (not 0): HWIO itself
     # (one group, K a whole number of blocks), rows weight_row = K apart, block kb starting kb * KB into each row;
     # with copy_per_pass, each pass first copies the rows of its block of input channels into wbuf, packed there
@@ -205,7 +213,7 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t cblock = WEIGHT_BLOCK_BYTES * (2 if wide else 1) // (R * S * KB * sizeof(floating))
     cdef const floating* packed = &packed_weight[0]
     cdef floating* out_flat = &out[0, 0, 0, 0]
-    cdef Py_ssize_t item, unit, g, kb, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
+    cdef Py_ssize_t item, unit, g, kb, kb0, k0, kw, cb, c0, nc, tile, p, p0, p1, r, s, j, k, t, n, rem, ho, wo
     cdef Py_ssize_t iw, taps, tile_count, seg_end, jb, je
     cdef floating v
     cdef Py_ssize_t r_lo, r_hi
@@ -227,8 +235,6 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef floating* bias_row
     cdef floating* acc
     cdef floating* wbuf
-    cdef const floating* wsrc
-    cdef floating* wdst
     cdef Py_ssize_t tap, c
     cdef int n_bad = 0
 
@@ -259,9 +265,9 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
         bias_row = <floating*> fc_aligned_malloc(KB * sizeof(floating))
         wbuf = <floating*> fc_aligned_malloc((R * S * cblock * KB if copy_per_pass else 1) * sizeof(floating))
         for item in prange(n_items, schedule="dynamic"):
-            kb = item % n_kblocks
-            g = (item // n_kblocks) % geom.groups
-            unit = item // (n_kblocks * geom.groups)
+            kb0 = item % n_kitems * kblocks_per_item
+            g = (item // n_kitems) % geom.groups
+            unit = item // (n_kitems * geom.groups)
             p0 = unit * unit_pixels
             p1 = p0 + unit_pixels
             if p1 > n_pixels:
@@ -374,98 +380,97 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                                 xptrs[tile * tile_ptrs + taps * WB + j] = zeros
                         taps = taps + 1
                 n_taps[tile] = taps
-            k0 = g * Kg + kb * KB
-            kw = Kg - kb * KB
-            if kw > KB:
-                kw = KB
-            wblock = packed + (g * n_kblocks + kb) * wblock_stride
-            # The unit's whole tiles accumulate straight in the output when its pixels' channels are whole
-            # blocks of lanes (NHWC, no groups): no copying pass (on a 3-channel layer with a 90 MB output that
-            # pass took 40% of the call; with 128 channels in two blocks, small_c3's took 8%). The rest
-            # accumulate in unitbuf.
-            out_tiles = (p1 - p0) // WB if in_place and not batch_inner else 0
-            # Accumulators start at the bias (a per-element choice here cost as much as the whole arithmetic
-            # of a 3-channel layer): the first channel block's tiles load it, except those accumulating in an
-            # output of one block of channels too large for the caches, which is filled with it first (one
-            # string copy per unit, as a pixel's channels are one run). There a tile's stores to lines it
-            # has not read each cost a read from memory, which the fill's string copies avoid (small_c1, 90 MB:
-            # 5% slower without the fill; the 3 MB output of a 7x7 RGB stem: 5% faster).
-            for k in range(KB):
-                bias_row[k] = bias[k0 + k] if (bias != NULL and k < kw) else 0
-            if prefill:
-                fill_rows(out_flat + p0 * K, out_tiles * WB, bias_row, KB)
-            for cb in range((Cg + cblock - 1) // cblock):
-                c0 = cb * cblock
-                nc = Cg - c0
-                if nc > cblock:
-                    nc = cblock
-                # Copied per pass: HWIO read in place with rows over HWIO_IN_PLACE_MAX_ROW_BYTES was 40-70%
-                # slower (each tap's block lies in short runs spread over long rows, which the tiles re-read),
-                # and a packing pass before the call writes and re-reads every weight once more. Here the copy
-                # lands in this core's cache and its tiles read it there (vgg_conv5_2 at 2 threads 3.4 -> 3.0
-                # ms; vgg_conv4_2 -5%). The first unit checks the weights in its copies, once they are in cache
-                # (checking while copying, element by element, cost 15% of vgg_conv5_2 at one thread on Zen 4).
-                if copy_per_pass and weight_oihw:  # (rows of wblock: output channels, Cg * R * S apart)
-                    if floating is float:
-                        fc_transpose_for_f32(isa)(wblock + c0 * R * S, Cg * R * S, wbuf, KB, KB, nc * R * S)
-                    else:
-                        fc_transpose_for_f64(isa)(wblock + c0 * R * S, Cg * R * S, wbuf, KB, KB, nc * R * S)
-                elif copy_per_pass:
-                    for tap in range(R * S):
-                        for c in range(nc):
-                            wsrc = wblock + (tap * Cg + c0 + c) * weight_row
-                            wdst = wbuf + (tap * nc + c) * KB
-                            memcpy(wdst, wsrc, KB * sizeof(floating))
-                if copy_per_pass and check_finite and unit == 0:
-                    if floating is float:
-                        n_bad += fc_any_nonfinite_f32(<const float*> wbuf, nc * R * S * KB)
-                    else:
-                        n_bad += fc_any_nonfinite_f64(<const double*> wbuf, nc * R * S * KB)
-                for tile in range(tile_count):
-                    for t in range(n_taps[tile]):
-                        if copy_per_pass:
-                            wptrs[t] = wbuf + tap_offsets[tile * R * S + t] * (KB if weight_oihw else nc * KB)
+            for kb in range(kb0, kb0 + kblocks_per_item):
+                k0 = g * Kg + kb * KB
+                kw = Kg - kb * KB
+                if kw > KB:
+                    kw = KB
+                wblock = packed + (g * n_kblocks + kb) * wblock_stride
+                # The unit's whole tiles accumulate straight in the output when its pixels' channels are whole
+                # blocks of lanes (NHWC, no groups): no copying pass (on a 3-channel layer with a 90 MB output that
+                # pass took 40% of the call; with 128 channels in two blocks, small_c3's took 8%). The rest
+                # accumulate in unitbuf.
+                out_tiles = (p1 - p0) // WB if in_place and not batch_inner else 0
+                # Accumulators start at the bias (a per-element choice here cost as much as the whole arithmetic
+                # of a 3-channel layer): the first channel block's tiles load it, except those accumulating in an
+                # output of one block of channels too large for the caches, which is filled with it first (one
+                # string copy per unit, as a pixel's channels are one run). There a tile's stores to lines it
+                # has not read each cost a read from memory, which the fill's string copies avoid (small_c1, 90 MB:
+                # 5% slower without the fill; the 3 MB output of a 7x7 RGB stem: 5% faster).
+                for k in range(KB):
+                    bias_row[k] = bias[k0 + k] if (bias != NULL and k < kw) else 0
+                if prefill:
+                    fill_rows(out_flat + p0 * K, out_tiles * WB, bias_row, KB)
+                for cb in range((Cg + cblock - 1) // cblock):
+                    c0 = cb * cblock
+                    nc = Cg - c0
+                    if nc > cblock:
+                        nc = cblock
+                    # Copied per pass: HWIO read in place with rows over HWIO_IN_PLACE_MAX_ROW_BYTES was 40-70%
+                    # slower (each tap's block lies in short runs spread over long rows, which the tiles re-read),
+                    # and a packing pass before the call writes and re-reads every weight once more. Here the copy
+                    # lands in this core's cache and its tiles read it there (vgg_conv5_2 at 2 threads 3.4 -> 3.0
+                    # ms; vgg_conv4_2 -5%). The first unit checks the weights in its copies, once they are in cache
+                    # (checking while copying, element by element, cost 15% of vgg_conv5_2 at one thread on Zen 4).
+                    if copy_per_pass and weight_oihw:  # (rows of wblock: output channels, Cg * R * S apart)
+                        if floating is float:
+                            fc_transpose_for_f32(isa)(wblock + c0 * R * S, Cg * R * S, wbuf, KB, KB, nc * R * S)
                         else:
-                            wptrs[t] = wblock + tap_offsets[tile * R * S + t] * tap_stride + c0 * w_row
-                    if tile < out_tiles:
-                        acc = out_flat + (p0 + tile * WB) * K + k0
-                    else:
-                        acc = unitbuf + tile * WB * KB
-                    run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs,
-                             pass_channel_step if copy_per_pass else w_row,
-                             S * nc if merged[tile] else nc, acc, K if tile < out_tiles else KB, isa, wide,
-                             bias_row if cb == 0 and (not prefill or tile >= out_tiles) else NULL)
-            if out_nchw:
-                # NCHW: each output channel's pixels of one image are consecutive; one image at a time, in
-                # blocks of NCHW_BLOCK pixels whose unitbuf rows stay in L1 while every channel reads them (a
-                # channel's walk over the whole unit missed L1 at every pixel: small_c1's call took 31 ms with
-                # it, 19 without, 16 with an NHWC output).
-                p = p0
-                while p < p1:
-                    n = p // (Ho * Wo)
-                    seg_end = (n + 1) * Ho * Wo
-                    if seg_end > p1:
-                        seg_end = p1
-                    jb = p
-                    while jb < seg_end:
-                        je = jb + NCHW_BLOCK if jb + NCHW_BLOCK < seg_end else seg_end
-                        store_nchw(unitbuf + (jb - p0) * KB, KB,
-                                   out_flat + (n * K + k0) * Ho * Wo - n * Ho * Wo + jb, Ho * Wo, je - jb, kw,
-                                   relu, isa)
-                        jb = je
-                    p = seg_end
-            else:
-                if relu:  # fused ReLU: v < 0, not v > 0, so NaN stays NaN (as np.maximum)
-                    for p in range(p0, p0 + out_tiles * WB):
-                        for j in range(p * K + k0, p * K + k0 + KB):
-                            v = out_flat[j]
-                            out_flat[j] = 0 if v < 0 else v  # a select, which vectorises (a conditional store did not)
-                for p in range(p0 + out_tiles * WB, p1):
-                    # (ho * Wo + wo) * N + n -> (n * Ho + ho) * Wo + wo
-                    j = (p % geom.batch) * Ho * Wo + p // geom.batch if batch_inner else p
-                    for k in range(kw):
-                        v = unitbuf[(p - p0) * KB + k]
-                        out_flat[j * K + k0 + k] = 0 if (relu and v < 0) else v
+                            fc_transpose_for_f64(isa)(wblock + c0 * R * S, Cg * R * S, wbuf, KB, KB, nc * R * S)
+                    elif copy_per_pass:
+                        for tap in range(R * S):
+                            fc_copy_strided_rows(wblock + (tap * Cg + c0) * weight_row, weight_row * sizeof(floating),
+                                                 wbuf + tap * nc * KB, nc, KB * sizeof(floating))
+                    if copy_per_pass and check_finite and unit == 0:
+                        if floating is float:
+                            n_bad += fc_any_nonfinite_f32(<const float*> wbuf, nc * R * S * KB)
+                        else:
+                            n_bad += fc_any_nonfinite_f64(<const double*> wbuf, nc * R * S * KB)
+                    for tile in range(tile_count):
+                        for t in range(n_taps[tile]):
+                            if copy_per_pass:
+                                wptrs[t] = wbuf + tap_offsets[tile * R * S + t] * (KB if weight_oihw else nc * KB)
+                            else:
+                                wptrs[t] = wblock + tap_offsets[tile * R * S + t] * tap_stride + c0 * w_row
+                        if tile < out_tiles:
+                            acc = out_flat + (p0 + tile * WB) * K + k0
+                        else:
+                            acc = unitbuf + tile * WB * KB
+                        run_tile(n_taps[tile], xptrs + tile * tile_ptrs, c0, 1, wptrs,
+                                 pass_channel_step if copy_per_pass else w_row,
+                                 S * nc if merged[tile] else nc, acc, K if tile < out_tiles else KB, isa, wide,
+                                 bias_row if cb == 0 and (not prefill or tile >= out_tiles) else NULL)
+                if out_nchw:
+                    # NCHW: each output channel's pixels of one image are consecutive; one image at a time, in
+                    # blocks of NCHW_BLOCK pixels whose unitbuf rows stay in L1 while every channel reads them (a
+                    # channel's walk over the whole unit missed L1 at every pixel: small_c1's call took 31 ms with
+                    # it, 19 without, 16 with an NHWC output).
+                    p = p0
+                    while p < p1:
+                        n = p // (Ho * Wo)
+                        seg_end = (n + 1) * Ho * Wo
+                        if seg_end > p1:
+                            seg_end = p1
+                        jb = p
+                        while jb < seg_end:
+                            je = jb + NCHW_BLOCK if jb + NCHW_BLOCK < seg_end else seg_end
+                            store_nchw(unitbuf + (jb - p0) * KB, KB,
+                                       out_flat + (n * K + k0) * Ho * Wo - n * Ho * Wo + jb, Ho * Wo, je - jb, kw,
+                                       relu, isa)
+                            jb = je
+                        p = seg_end
+                else:
+                    if relu:  # fused ReLU: v < 0, not v > 0, so NaN stays NaN (as np.maximum)
+                        for p in range(p0, p0 + out_tiles * WB):
+                            for j in range(p * K + k0, p * K + k0 + KB):
+                                v = out_flat[j]
+                                out_flat[j] = 0 if v < 0 else v  # a select, which vectorises (a conditional store did not)
+                    for p in range(p0 + out_tiles * WB, p1):
+                        # (ho * Wo + wo) * N + n -> (n * Ho + ho) * Wo + wo
+                        j = (p % geom.batch) * Ho * Wo + p // geom.batch if batch_inner else p
+                        for k in range(kw):
+                            v = unitbuf[(p - p0) * KB + k]
+                            out_flat[j * K + k0 + k] = 0 if (relu and v < 0) else v
         free(xptrs)
         free(wptrs)
         free(tap_offsets)
@@ -887,7 +892,7 @@ def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packe
                        const floating[::1] zeros, floating[:, :, :, ::1] out, ConvGeometry geom,
                        Py_ssize_t unit_tiles, bint relu, bint out_nchw, bint batch_inner, int n_threads,
                        Py_ssize_t weight_row=0, bint copy_per_pass=False, bint check_finite=False,
-                       bint weight_oihw=False):
+                       bint weight_oihw=False, bint all_kblocks=False):
     """packed_weight: (groups, K/groups/lanes rounded up, R, S, C/groups, lanes), zero-padded (_layout), best
     64-byte aligned (its vector loads straddle cache lines otherwise: 15-20% slower);
     zeros: at least C/groups zeros; relu: write max(out, 0) (NaN kept); out_nchw: out is (N, K, Ho, Wo);
@@ -895,7 +900,8 @@ def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packe
     weight_row (not 0): packed_weight is HWIO, rows weight_row = K apart (one group, whole blocks of lanes), read in
     place, or with copy_per_pass copied by each pass into an aligned packed buffer (any alignment then);
     weight_oihw (with copy_per_pass, weight_row 0): packed_weight is OIHW itself (one group, whole blocks of lanes),
-    each pass transposing its block into that buffer.
+    each pass transposing its block into that buffer; all_kblocks: each work item runs every block of output
+    channels of its pixels (one set-up of their input pointers).
     Returns False where check_finite (with copy_per_pass) met a NaN or an infinity among the weights, else True."""
     cdef const floating[::1] bias_view
     cdef const floating* bias_ptr = NULL
@@ -906,7 +912,7 @@ def forward_nhwc_tiled(const floating[:, :, :, ::1] x, const floating[::1] packe
     with nogil:
         n_bad = conv2d_forward_nhwc_tiled(x, packed_weight, bias_ptr, &zeros[0], out, geom, unit_tiles, relu,
                                           out_nchw, batch_inner and not out_nchw, n_threads, weight_row,
-                                          copy_per_pass, check_finite, weight_oihw)
+                                          copy_per_pass, check_finite, weight_oihw, all_kblocks)
     return n_bad == 0
 
 
