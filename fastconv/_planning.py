@@ -128,10 +128,14 @@ def _direct_grad_weight_max_channels():
     vgg_conv3_2 145-151 against 134-150, NCHW 114-132 against 108-111; 1x1 256 -> 256 on 28x28, 130 against
     116; small_c4 151 against 120). At 512 it was level until the chunks grew to a quarter of the L2 (session
     9): then vgg_conv4_2 took 22.4-26.8 ms direct against 24.6-25.9 im2col (NCHW 24.3-34.1 against 27.3-35.2)
-    and vgg_conv5_2 6.5-8.8 against 6.6-8.6 (NCHW 10.1-11.3 against 10.3-12.0), three runs each."""
+    and vgg_conv5_2 6.5-8.8 against 6.6-8.6 (NCHW 10.1-11.3 against 10.3-12.0), three runs each. On AVX2 too
+    since session 18 (an AMD EPYC Zen 3, 4-way A/B, direct against im2col: at 1 thread +14-67% on every VGG
+    row and small_c3/c4; at 2 threads vgg_conv1_2 +31%, vgg_conv2_2 +14%, vgg_conv5_2 +11%, small_c3 +7%,
+    vgg_conv3_2 +2%, small_c4 -4%, mnist_c2 level). The baseline level (SSE2, 8 lanes) keeps 32: its tile ran at under half the speed of
+    im2col's GEMMs, which the BLAS runs at the CPU's best level (vgg rows and small_c4, 2 threads)."""
     from fastconv._kernels import cpu_dispatch
 
-    return 512 if cpu_dispatch.active_isa_name() == "avx512" else 32
+    return 32 if cpu_dispatch.active_isa_name() == "baseline" else 512
 
 
 def choose_grad_weight(problem, requested):
