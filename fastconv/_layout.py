@@ -122,6 +122,13 @@ def hwio_shape(shape, channels_last):
 HWIO_IN_PLACE_MAX_ROW_BYTES = 512
 
 
+# HWIO copied per pass gathers one block's run of each row: at AVX2 (16 float lanes) 64 bytes a row, one cache
+# line from far away each, and the gather waited on them (Zen 3, 4-way A/B, packing pass against per-pass
+# copies: vgg_conv2_2 +7-10%, vgg_conv5_2 +3-9%, vgg_conv3_2/4_2 and small_c3/c4 level, 1 and 2 threads). With
+# blocks under this size such kernels are packed instead; AVX-512's 128 and 256-byte runs keep the per-pass copy.
+PER_PASS_MIN_BLOCK_BYTES = 128
+
+
 class PackedWeights:
     """Weights as the tiled direct kernel reads them (pack_direct_weights): `values` in its packed layout (`row`
     0), or HWIO itself (`row` = K, the distance between its rows), read in place or, with `copy_per_pass`, copied
@@ -192,7 +199,8 @@ def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=Fal
         # threads: 3.4 ms packed, 3.0 copied per pass).
         weight = np.ascontiguousarray(weight)
         in_place = k * weight.dtype.itemsize <= HWIO_IN_PLACE_MAX_ROW_BYTES and _memory.vector_aligned(weight)
-        return PackedWeights(weight.reshape(-1), row=k, copy_per_pass=not in_place)
+        if in_place or lanes * weight.dtype.itemsize >= PER_PASS_MIN_BLOCK_BYTES:
+            return PackedWeights(weight.reshape(-1), row=k, copy_per_pass=not in_place)
     n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)
     packed = _memory.empty_aligned(groups * -(-n_out // lanes) * r * s * n_in * lanes, weight.dtype)
     finite = True

@@ -327,7 +327,7 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
     of every row) or copied by each pass into a packed buffer of its own, checked for NaN as it is copied or not.
     OIHW (one group, whole blocks) likewise, transposed by each pass. The same sums in the same order as the
     packed layout: the same bits, and the reference's values. Through conv2d: aligned rows of at most 512 bytes
-    are read in place, the rest copied per pass."""
+    are read in place, the rest copied per pass where a block of lanes spans 128 bytes or more, else packed."""
     from fastconv import _layout, _problem
 
     lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]
@@ -364,9 +364,15 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
     check_close(packed, expected, bound, dtype)
 
     in_place = k * np.dtype(dtype).itemsize <= _layout.HWIO_IN_PLACE_MAX_ROW_BYTES
-    for weights, copied in [(placed(hwio, 0), not in_place), (off_line, True)]:
+    per_pass = lanes * np.dtype(dtype).itemsize >= _layout.PER_PASS_MIN_BLOCK_BYTES
+    for weights, aligned in [(placed(hwio, 0), True), (off_line, False)]:
         chosen = _layout.pack_direct_weights(weights, 1, lanes)
-        assert chosen.row == k and chosen.copy_per_pass == copied and np.shares_memory(chosen.values, weights)
+        if aligned and in_place:
+            assert chosen.row == k and not chosen.copy_per_pass and np.shares_memory(chosen.values, weights)
+        elif per_pass:
+            assert chosen.row == k and chosen.copy_per_pass and np.shares_memory(chosen.values, weights)
+        else:  # (blocks of 64 bytes: packed)
+            assert chosen.row == 0 and not chosen.copy_per_pass and not np.shares_memory(chosen.values, weights)
     run = conv2d_relu if relu else fastconv.conv2d
     opts = dict(stride=stride, padding=padding, dilation=dilation, algorithm="direct")
     np.testing.assert_array_equal(run(x, placed(hwio, 0), bias, **opts), packed)

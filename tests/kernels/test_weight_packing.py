@@ -131,11 +131,13 @@ def test_one_block_of_hwio_is_read_in_place_and_still_checked(bad, dtype, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_packed_weights_start_on_a_cache_line(offset, shape, groups, lanes, dtype, rng):
     # The kernels' vector loads of the weights straddle cache lines otherwise: weights off a line are not read
-    # in place, even where the layout would let them; HWIO of one group and whole blocks of lanes is copied by
-    # the kernel into aligned buffers of its own, pass by pass, and every packed copy is aligned.
+    # in place, even where the layout would let them; HWIO of one group and whole blocks of lanes spanning at
+    # least PER_PASS_MIN_BLOCK_BYTES is copied by the kernel into aligned buffers of its own, pass by pass, and
+    # every packed copy is aligned.
     hwio = aligned_copy(rng.standard_normal(shape).astype(dtype), offset)
     packed = _layout.pack_direct_weights(hwio, groups, lanes)
-    if groups == 1 and shape[3] % lanes == 0:
+    if (groups == 1 and shape[3] % lanes == 0
+            and lanes * np.dtype(dtype).itemsize >= _layout.PER_PASS_MIN_BLOCK_BYTES):
         assert packed.copy_per_pass and packed.row == shape[3] and np.shares_memory(packed.values, hwio)
         return
     assert packed.values.ctypes.data % 64 == 0 and not np.shares_memory(packed.values, hwio)
