@@ -66,13 +66,15 @@ cdef enum:
     # its own (at most 4 MiB of partials together).
     # It pays where the chunk loop leaves threads idle (fewer than SEGMENT_FEW_ITEMS gradient tiles) or where
     # every thread would stream an output gradient of SEGMENT_STREAM_BYTES or more (measured, 2 threads:
-    # small_c1 +30%, 28x28x1 -> 32 +45%, small_c2 +15%; level on MNIST's 2 MB second conv, 2-7% slower at 1
-    # thread there, so not used for such shapes).
+    # small_c1 +30%, 28x28x1 -> 32 +45%, small_c2 +15%). The stream bound was 16 MiB, from a Zen 5 where MNIST's
+    # 2 MB second conv ran level; on Zen 3 (AVX2, 16-lane tiles: 4 blocks of lanes per 64 filters, and two
+    # barriers per chunk of rows) 1 MiB against 16, 4-way A/B at 2 threads: vgg_conv1_2 +24-48%, resnet_stem
+    # +18%, mnist_c2 +9%; at 1 thread +5-16%, -2% and -7%.
     SEGMENTS = 16
     SEGMENT_GRAD_BYTES = 262144
     SEGMENT_MIN_CHUNKS = 4
     SEGMENT_FEW_ITEMS = 16
-    SEGMENT_STREAM_BYTES = 16777216
+    SEGMENT_STREAM_BYTES = 1048576
     # Gradient rows (R * S * C / groups) from which a misaligned one-block output gradient is copied into
     # 64-byte aligned panels for the weight gradient (see conv2d_grad_weight_nhwc_tiled).
     PANEL_MIN_GRAD_ROWS = 192
