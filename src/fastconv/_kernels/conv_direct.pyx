@@ -237,7 +237,7 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef floating* bias_row
     cdef floating* acc
     cdef floating* wbuf
-    cdef Py_ssize_t tap, c
+    cdef Py_ssize_t tap
     cdef int n_bad = 0
 
     if x.shape[1] > 0 and x.shape[2] > 0:
