@@ -62,7 +62,7 @@ VECTOR_ALIGNMENT = 64
 
 def vector_aligned(a):
     """Whether array `a`'s data starts on a VECTOR_ALIGNMENT boundary."""
-    return a.ctypes.data % VECTOR_ALIGNMENT == 0
+    return block_cache.misalignment(a, VECTOR_ALIGNMENT) == 0
 
 
 def empty_aligned(shape, dtype):
@@ -70,6 +70,10 @@ def empty_aligned(shape, dtype):
     a VECTOR_ALIGNMENT boundary, whatever memory handler is active."""
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    plain = np.empty(shape, dtype=dtype)
+    if block_cache.misalignment(plain, VECTOR_ALIGNMENT) == 0:  # (always, under the block cache's handler)
+        return plain
+    del plain
     nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + VECTOR_ALIGNMENT, dtype=np.uint8)
     start = -raw.ctypes.data % VECTOR_ALIGNMENT

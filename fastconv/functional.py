@@ -6,7 +6,7 @@ rules are described in docs/functional.md.
 """
 import numpy as np
 
-from fastconv import _layout, _planning
+from fastconv import _call_memo, _layout, _planning
 from fastconv import _validation as check
 from fastconv._kernels import conv_direct, pooling, reductions
 from fastconv._memory import reusing_blocks
@@ -186,12 +186,12 @@ def conv2d(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, group
                        data_format=data_format, algorithm=algorithm, out=out, relu=False)
 
 
-@reusing_blocks
-def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, groups=1,
-                data_format="channels_last", algorithm="auto", out=None, relu=True):
-    """``conv2d`` followed by a plain ReLU (``max(y, 0)``, NaN kept), applied by the tiled kernel as it writes
-    each output (no second pass over the output) where that kernel runs, in place afterwards otherwise. For
-    layers (Conv2D with activation="relu"); not part of the public API."""
+_forward_calls = _call_memo.CallMemo()
+
+
+def _forward_front(x, weight, bias, stride, padding, dilation, groups, data_format, algorithm, allocates):
+    """conv2d's checks of everything its signature fixes (_call_memo): the arrays as ndarrays, then what is
+    remembered, (channels_last, requested algorithm, problem, compute dtype)."""
     channels_last = check.data_format(data_format)
     requested = check.algorithm(algorithm)
     x_arr = check.array(x, "x", 4)
@@ -204,11 +204,30 @@ def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, 
                          f"received bias with shape {b_arr.shape}")
     dtype = _common_dtype({"x": x_arr, "weight": w_arr, "bias": b_arr})
     _check_im2col_request(problem, requested)
+    if allocates:
+        check.allocation(problem.output_shape, dtype, "conv2d's output",
+                         lambda: _conv_received("x", x_arr.shape, "weight", w_arr.shape, stride, padding, dilation))
+    return x_arr, w_arr, b_arr, channels_last, requested, problem, dtype
+
+
+@reusing_blocks
+def conv2d_relu(x, weight, bias=None, *, stride=1, padding="valid", dilation=1, groups=1,
+                data_format="channels_last", algorithm="auto", out=None, relu=True):
+    """``conv2d`` followed by a plain ReLU (``max(y, 0)``, NaN kept), applied by the tiled kernel as it writes
+    each output (no second pass over the output) where that kernel runs, in place afterwards otherwise. For
+    layers (Conv2D with activation="relu"); not part of the public API."""
+    key = _call_memo.signature((x, weight, bias),
+                               (stride, padding, dilation, groups, data_format, algorithm, out is None))
+    front = _forward_calls.get(key)
+    if front is None:
+        x, weight, bias, *front = _forward_front(x, weight, bias, stride, padding, dilation, groups, data_format,
+                                                 algorithm, out is None)
+        _forward_calls.put(key, front)
+    channels_last, requested, problem, dtype = front
+    x_arr, w_arr, b_arr = x, weight, bias
     if out is not None:
         result = check.output_buffer(out, problem.output_shape, dtype, {"x": x_arr, "weight": w_arr, "bias": b_arr})
     else:
-        check.allocation(problem.output_shape, dtype, "conv2d's output",
-                         lambda: _conv_received("x", x_arr.shape, "weight", w_arr.shape, stride, padding, dilation))
         result = np.empty(problem.output_shape, dtype=dtype)
     if result.size == 0:
         return result
@@ -256,6 +275,25 @@ def _grad_output_array(grad_output, problem, what):
     return go
 
 
+_grad_input_calls = _call_memo.CallMemo()
+
+
+def _grad_input_front(grad_output, weight, input_shape, stride, padding, dilation, groups, data_format, algorithm):
+    """conv2d_grad_input's checks of its signature (as _forward_front): grad_output and weight as ndarrays, then
+    (channels_last, requested algorithm, problem, compute dtype)."""
+    channels_last = check.data_format(data_format)
+    requested = check.algorithm(algorithm)
+    w_arr = check.array(weight, "weight", 4)
+    input_shape = check.shape4(input_shape, "input_shape")
+    problem = conv_problem(input_shape, w_arr.shape, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, channels_last=channels_last, input_name="input_shape")
+    go = _grad_output_array(grad_output, problem, f"input_shape={input_shape}")
+    dtype = _common_dtype({"grad_output": go, "weight": w_arr})
+    _check_im2col_request(problem, requested)
+    check.allocation(input_shape, dtype, "conv2d_grad_input's result", f"input_shape={input_shape}")
+    return go, w_arr, channels_last, requested, problem, dtype
+
+
 @reusing_blocks
 def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="valid", dilation=1, groups=1,
                       data_format="channels_last", algorithm="auto"):
@@ -288,16 +326,15 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
            [2., 4., 6., 4., 2.],
            [1., 2., 3., 2., 1.]])
     """
-    channels_last = check.data_format(data_format)
-    requested = check.algorithm(algorithm)
-    w_arr = check.array(weight, "weight", 4)
-    input_shape = check.shape4(input_shape, "input_shape")
-    problem = conv_problem(input_shape, w_arr.shape, stride=stride, padding=padding, dilation=dilation,
-                           groups=groups, channels_last=channels_last, input_name="input_shape")
-    go = _grad_output_array(grad_output, problem, f"input_shape={input_shape}")
-    dtype = _common_dtype({"grad_output": go, "weight": w_arr})
-    _check_im2col_request(problem, requested)
-    check.allocation(input_shape, dtype, "conv2d_grad_input's result", f"input_shape={input_shape}")
+    key = _call_memo.signature((grad_output, weight),
+                               (input_shape, stride, padding, dilation, groups, data_format, algorithm))
+    front = _grad_input_calls.get(key)
+    if front is None:
+        grad_output, weight, *front = _grad_input_front(grad_output, weight, input_shape, stride, padding,
+                                                        dilation, groups, data_format, algorithm)
+        _grad_input_calls.put(key, front)
+    channels_last, requested, problem, dtype = front
+    go, w_arr, input_shape = grad_output, weight, problem.input_shape
     if problem.batch == 0:
         return np.zeros(input_shape, dtype=dtype)
     goc = check.contiguous(go, dtype)
@@ -336,6 +373,25 @@ def conv2d_grad_input(grad_output, weight, input_shape, *, stride=1, padding="va
     return result
 
 
+_grad_weight_calls = _call_memo.CallMemo()
+
+
+def _grad_weight_front(grad_output, x, weight_shape, stride, padding, dilation, groups, data_format, algorithm):
+    """conv2d_grad_weight's checks of its signature (as _forward_front): grad_output and x as ndarrays, then
+    (channels_last, requested algorithm, problem, compute dtype)."""
+    channels_last = check.data_format(data_format)
+    requested = check.algorithm(algorithm)
+    x_arr = check.array(x, "x", 4)
+    weight_shape = check.shape4(weight_shape, "weight_shape")
+    problem = conv_problem(x_arr.shape, weight_shape, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, channels_last=channels_last, weight_name="weight_shape")
+    go = _grad_output_array(grad_output, problem, f"x with shape {x_arr.shape}")
+    dtype = _common_dtype({"grad_output": go, "x": x_arr})
+    _check_im2col_request(problem, requested)
+    check.allocation(weight_shape, dtype, "conv2d_grad_weight's result", f"weight_shape={weight_shape}")
+    return go, x_arr, channels_last, requested, problem, dtype
+
+
 @reusing_blocks
 def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid", dilation=1, groups=1,
                        data_format="channels_last", algorithm="auto"):
@@ -366,16 +422,15 @@ def conv2d_grad_weight(grad_output, x, weight_shape, *, stride=1, padding="valid
            [26., 30., 34.],
            [42., 46., 50.]])
     """
-    channels_last = check.data_format(data_format)
-    requested = check.algorithm(algorithm)
-    x_arr = check.array(x, "x", 4)
-    weight_shape = check.shape4(weight_shape, "weight_shape")
-    problem = conv_problem(x_arr.shape, weight_shape, stride=stride, padding=padding, dilation=dilation,
-                           groups=groups, channels_last=channels_last, weight_name="weight_shape")
-    go = _grad_output_array(grad_output, problem, f"x with shape {x_arr.shape}")
-    dtype = _common_dtype({"grad_output": go, "x": x_arr})
-    _check_im2col_request(problem, requested)
-    check.allocation(weight_shape, dtype, "conv2d_grad_weight's result", f"weight_shape={weight_shape}")
+    key = _call_memo.signature((grad_output, x),
+                               (weight_shape, stride, padding, dilation, groups, data_format, algorithm))
+    front = _grad_weight_calls.get(key)
+    if front is None:
+        grad_output, x, *front = _grad_weight_front(grad_output, x, weight_shape, stride, padding, dilation,
+                                                    groups, data_format, algorithm)
+        _grad_weight_calls.put(key, front)
+    channels_last, requested, problem, dtype = front
+    go, x_arr, weight_shape = grad_output, x, problem.weight_shape
     if problem.batch == 0:
         return np.zeros(weight_shape, dtype=dtype)
     goc = check.contiguous(go, dtype)
@@ -445,6 +500,26 @@ def conv2d_grad_bias(grad_output, *, data_format="channels_last"):
     return out
 
 
+_pool_calls = _call_memo.CallMemo()
+
+
+def _pool_front(x, pool_size, stride, padding, ceil_mode, data_format, return_indices, index_format):
+    """max_pool2d's checks of its signature (as _forward_front): x as an ndarray, then (channels_last,
+    return_indices, problem, window indices, compute dtype, index dtype)."""
+    channels_last = check.data_format(data_format)
+    return_indices = check.flag(return_indices, "return_indices")
+    x_arr = check.array(x, "x", 4)
+    problem = pool_problem(x_arr.shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                           channels_last=channels_last)
+    window = check.index_format(index_format, channels_last, problem.pool_size[0] * problem.pool_size[1])
+    dtype = _common_dtype({"x": x_arr})
+    index_dtype = np.uint8 if window else np.int64
+    check.allocation(problem.output_shape, np.result_type(index_dtype, dtype) if return_indices else dtype,
+                     "max_pool2d's output",
+                     f"x with shape {x_arr.shape}, pool_size={pool_size!r}, stride={stride!r}, padding={padding!r}")
+    return x_arr, channels_last, return_indices, problem, window, dtype, index_dtype
+
+
 @reusing_blocks
 def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False, data_format="channels_last",
                return_indices=False, index_format="flat"):
@@ -484,17 +559,15 @@ def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
            [13., 15.]]), array([[ 5,  7],
            [13, 15]]))
     """
-    channels_last = check.data_format(data_format)
-    return_indices = check.flag(return_indices, "return_indices")
-    x_arr = check.array(x, "x", 4)
-    problem = pool_problem(x_arr.shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                           channels_last=channels_last)
-    window = check.index_format(index_format, channels_last, problem.pool_size[0] * problem.pool_size[1])
-    dtype = _common_dtype({"x": x_arr})
-    index_dtype = np.uint8 if window else np.int64
-    check.allocation(problem.output_shape, np.result_type(index_dtype, dtype) if return_indices else dtype,
-                     "max_pool2d's output",
-                     f"x with shape {x_arr.shape}, pool_size={pool_size!r}, stride={stride!r}, padding={padding!r}")
+    key = _call_memo.signature((x,), (pool_size, stride, padding, ceil_mode, data_format, return_indices,
+                                      index_format))
+    front = _pool_calls.get(key)
+    if front is None:
+        x, *front = _pool_front(x, pool_size, stride, padding, ceil_mode, data_format, return_indices,
+                                index_format)
+        _pool_calls.put(key, front)
+    channels_last, return_indices, problem, window, dtype, index_dtype = front
+    x_arr = x
     out = np.empty(problem.output_shape, dtype=dtype)
     indices = np.empty(problem.output_shape, dtype=index_dtype) if return_indices else None
     if out.size:
@@ -505,6 +578,37 @@ def max_pool2d(x, pool_size=2, *, stride=None, padding="valid", ceil_mode=False,
         else:
             pooling.forward(xc, out, indices, problem.geometry, channels_last, n_threads)
     return (out, indices) if return_indices else out
+
+
+_pool_grad_calls = _call_memo.CallMemo()
+
+
+def _pool_grad_front(grad_output, indices, input_shape, pool_size, stride, padding, ceil_mode, data_format,
+                     index_format, allocates):
+    """max_pool2d_grad's checks of its signature (as _forward_front): grad_output and indices as ndarrays, then
+    (channels_last, problem, window indices, compute dtype)."""
+    channels_last = check.data_format(data_format)
+    input_shape = check.shape4(input_shape, "input_shape")
+    problem = pool_problem(input_shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                           channels_last=channels_last, input_name="input_shape")
+    go = check.array(grad_output, "grad_output", 4)
+    if go.shape != problem.output_shape:
+        raise ValueError(f"grad_output must have shape {problem.output_shape}, the pooled shape of "
+                         f"input_shape={input_shape}; received grad_output with shape {go.shape}")
+    window = check.index_format(index_format, channels_last, problem.pool_size[0] * problem.pool_size[1])
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array; received indices with dtype={idx.dtype}")
+    if window and idx.dtype != np.uint8:
+        raise TypeError(f'indices must be uint8 with index_format="window" (max_pool2d\'s window positions); '
+                        f"received indices with dtype={idx.dtype}")
+    if idx.shape != go.shape:
+        raise ValueError(f"indices must have the shape of grad_output {go.shape}; received indices with shape "
+                         f"{idx.shape}")
+    dtype = _common_dtype({"grad_output": go})
+    if allocates:
+        check.allocation(input_shape, dtype, "max_pool2d_grad's result", f"input_shape={input_shape}")
+    return go, idx, channels_last, problem, window, dtype
 
 
 @reusing_blocks
@@ -544,30 +648,19 @@ def max_pool2d_grad(grad_output, indices, input_shape, *, pool_size=2, stride=No
            [0., 0., 0., 0.],
            [0., 1., 0., 1.]])
     """
-    channels_last = check.data_format(data_format)
-    input_shape = check.shape4(input_shape, "input_shape")
-    problem = pool_problem(input_shape, pool_size=pool_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                           channels_last=channels_last, input_name="input_shape")
-    go = check.array(grad_output, "grad_output", 4)
-    if go.shape != problem.output_shape:
-        raise ValueError(f"grad_output must have shape {problem.output_shape}, the pooled shape of "
-                         f"input_shape={input_shape}; received grad_output with shape {go.shape}")
-    window = check.index_format(index_format, channels_last, problem.pool_size[0] * problem.pool_size[1])
-    idx = np.asarray(indices)
-    if idx.dtype.kind not in "iu":
-        raise TypeError(f"indices must be an integer array; received indices with dtype={idx.dtype}")
-    if window and idx.dtype != np.uint8:
-        raise TypeError(f'indices must be uint8 with index_format="window" (max_pool2d\'s window positions); '
-                        f"received indices with dtype={idx.dtype}")
-    if idx.shape != go.shape:
-        raise ValueError(f"indices must have the shape of grad_output {go.shape}; received indices with shape "
-                         f"{idx.shape}")
-    dtype = _common_dtype({"grad_output": go})
+    key = _call_memo.signature((grad_output, indices), (input_shape, pool_size, stride, padding, ceil_mode,
+                                                        data_format, index_format, out is None))
+    front = _pool_grad_calls.get(key)
+    if front is None:
+        grad_output, indices, *front = _pool_grad_front(grad_output, indices, input_shape, pool_size, stride,
+                                                        padding, ceil_mode, data_format, index_format, out is None)
+        _pool_grad_calls.put(key, front)
+    channels_last, problem, window, dtype = front
+    go, idx, input_shape = grad_output, indices, problem.input_shape
     idx_c = np.ascontiguousarray(idx, dtype=np.uint8 if window else np.int64)
     if out is not None:
         result = check.output_buffer(out, input_shape, dtype, {"grad_output": go, "indices": idx_c})
     else:
-        check.allocation(input_shape, dtype, "max_pool2d_grad's result", f"input_shape={input_shape}")
         result = np.empty(input_shape, dtype=dtype)
     if result.size == 0:
         return result

@@ -90,3 +90,8 @@ def _after_fork_in_child():
     cdef PyThread_type_lock fresh = PyThread_allocate_lock()
     if fresh != NULL:
         fc_cache.lock = fresh
+
+
+def misalignment(cnp.ndarray a, size_t alignment):
+    """How many bytes past a multiple of `alignment` the data of `a` starts (a.ctypes.data took 1.5 us)."""
+    return <size_t> cnp.PyArray_DATA(a) % alignment
