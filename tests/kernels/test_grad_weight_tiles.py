@@ -230,3 +230,18 @@ def test_weight_gradient_of_an_output_gradient_off_a_cache_line(shape, kernel, c
     np.testing.assert_allclose(results[0], reference.conv2d_grad_weight(gy, x, weight_shape), rtol=tol, atol=tol)
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.float32, 8), (np.float32, 264), (np.float64, 8), (np.float64, 130)])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_many_lane_blocks_read_narrow_pixels_in_place_and_gather_wide_ones(dtype, channels, padding, rng):
+    # 160 output channels are more than two blocks of lanes at every instruction set; pixels of at least
+    # PACK_X_MIN_PIXEL_BYTES (264 float32, 130 float64 channels) are gathered into the tile's panel first.
+    x = rng.standard_normal((2, 6, 7, channels)).astype(dtype)
+    weight_shape = (3, 3, channels, 160)
+    out_shape = fastconv.conv2d(x, np.zeros(weight_shape, dtype), padding=padding).shape
+    gy = rng.standard_normal(out_shape).astype(dtype)
+    got = fastconv.conv2d_grad_weight(gy, x, weight_shape, padding=padding, algorithm="direct")
+    expected = reference.conv2d_grad_weight(gy, x, weight_shape, padding=padding)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)

@@ -78,6 +78,12 @@ cdef enum:
     # Gradient rows (R * S * C / groups) from which a misaligned one-block output gradient is copied into
     # 64-byte aligned panels for the weight gradient (see conv2d_grad_weight_nhwc_tiled).
     PANEL_MIN_GRAD_ROWS = 192
+    # Input pixels of at least this many bytes (all channels) are gathered into xpack by a weight-gradient tile
+    # with more than two blocks of lanes; narrower ones are read in place, a few consecutive channels per cache
+    # line. 4-way A/B on Zen 3 (AVX2, 16-lane tiles) of never gathering against always: resnet_stem +21-22%,
+    # small_c2 +18%, vgg_conv1_2 +11-16%, mnist_c2 +9%, vgg_conv2_2 +6%, small_c4 +3-5%, small_c3 -2-4%, and
+    # from 256 channels on it lost (vgg_conv3_2 -6%, vgg_conv5_2 -10%), at 1 and 2 threads.
+    PACK_X_MIN_PIXEL_BYTES = 1024
 
 
 cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
@@ -516,7 +522,8 @@ cdef inline void grad_weight_tile(const floating* x0, const floating* go, Py_ssi
     # rows of grad_flat, (R * S * Cg, K) row-major, one block of output channels after another. Block b's lanes
     # of output pixel p (flat over N, Ho, Wo) are at go + b * block_stride + (p - pixel0) * pixel_stride: the
     # chunk's panels (see pack_grad_out_rows) or the padded output gradient itself.
-    # With more than two blocks, the tile's input values are first gathered into xpack, (pixels, WB) row-major,
+    # With more than two blocks and wide input pixels (PACK_X_MIN_PIXEL_BYTES), the tile's input values are first
+    # gathered into xpack, (pixels, WB) row-major,
     # then read contiguously by every block (on vgg_conv4_2, strided reads of both operands from L2 held the
     # tile to ~140 GFLOP/s a core; packed, ~190).
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c, Cg = C // geom.groups, Kg = K // geom.groups
@@ -526,7 +533,7 @@ cdef inline void grad_weight_tile(const floating* x0, const floating* go, Py_ssi
     cdef Py_ssize_t n_grad_rows = R * S * Cg
     cdef Py_ssize_t g, r, s, rt, kb, q0, nq, q, k0, kw, j, k, t, row, n, ho, ih, x_offset, count, a_step
     cdef Py_ssize_t offset_w, wo_lo, wo_hi, wo, n_taps, c_src, x_step, o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0
-    cdef bint full, pack_x = n_kblocks > 2
+    cdef bint full, pack_x = n_kblocks > 2 and C * <Py_ssize_t> sizeof(floating) >= PACK_X_MIN_PIXEL_BYTES
     cdef floating* dst
     cdef floating* packed_row
     cdef const floating* src
