@@ -120,6 +120,11 @@ def hwio_shape(shape, channels_last):
 # channels 40-70% slower (vgg_conv4_2 12.1 -> 20.0-20.7 ms, vgg_conv5_2 3.4 -> 4.9-5.0): each tap's block then lies
 # in runs of 256 bytes spread over 2 KiB rows, which a packed copy reads whole.
 HWIO_IN_PLACE_MAX_ROW_BYTES = 512
+# ... and the most blocks of lanes such a row may hold: at AVX2 (16 float lanes, 64 bytes) a 128-channel row holds
+# 8, and reading each block's 64-byte runs out of 512-byte rows lost to packing (Zen 3, 4-way A/B at 2 threads:
+# small_c3 +6-13% packed, small_c4 and vgg_conv2_2 level; 1 thread +1-2%). 64 channels (4 blocks) stay in place:
+# packed, vgg_conv1_2 +7% but resnet_stem -2% and small_c1, small_c2, mnist_c2 level or slower.
+HWIO_IN_PLACE_MAX_BLOCKS = 4
 
 
 # HWIO copied per pass gathers one block's run of each row: at AVX2 (16 float lanes) 64 bytes a row, one cache
@@ -177,8 +182,9 @@ def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=Fal
     HWIO, or OIHW with oihw=True (read as it is, no transposed copy). With flip_transpose, the packing of
     ``flipped_transposed_hwio(hwio, groups)`` (the stride-1 input gradient's kernel), without forming it.
     HWIO of one group and a whole number of `lanes` output channels is not packed (`row` = K): the kernel reads
-    each block's `lanes` channels out of HWIO's rows, in place where they are 64-byte aligned and at most
-    HWIO_IN_PLACE_MAX_ROW_BYTES long, else copying them per pass (`copy_per_pass`). Large float32 OIHW of one
+    each block's `lanes` channels out of HWIO's rows, in place where they are 64-byte aligned, at most
+    HWIO_IN_PLACE_MAX_ROW_BYTES long and of at most HWIO_IN_PLACE_MAX_BLOCKS blocks, else copying them per pass
+    (`copy_per_pass`; packed where blocks span under PER_PASS_MIN_BLOCK_BYTES). Large float32 OIHW of one
     group and whole blocks is not packed either (`oihw`, `copy_per_pass`): each pass transposes its block.
     Returns PackedWeights: finite tells whether every weight is a number (no NaN, no infinity)."""
     if oihw:
@@ -198,7 +204,8 @@ def pack_direct_weights(weight, groups, lanes, *, flip_transpose=False, oihw=Fal
         # and a packing pass writes and re-reads every weight once more (vgg_conv5_2, 9 MiB of weights, at 2
         # threads: 3.4 ms packed, 3.0 copied per pass).
         weight = np.ascontiguousarray(weight)
-        in_place = k * weight.dtype.itemsize <= HWIO_IN_PLACE_MAX_ROW_BYTES and _memory.vector_aligned(weight)
+        in_place = (k * weight.dtype.itemsize <= HWIO_IN_PLACE_MAX_ROW_BYTES and k // lanes <= HWIO_IN_PLACE_MAX_BLOCKS
+                    and _memory.vector_aligned(weight))
         if in_place or lanes * weight.dtype.itemsize >= PER_PASS_MIN_BLOCK_BYTES:
             return PackedWeights(weight.reshape(-1), row=k, copy_per_pass=not in_place)
     n_in, n_out = (k // groups, cg) if flip_transpose else (cg, k // groups)

@@ -327,7 +327,8 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
     of every row) or copied by each pass into a packed buffer of its own, checked for NaN as it is copied or not.
     OIHW (one group, whole blocks) likewise, transposed by each pass. The same sums in the same order as the
     packed layout: the same bits, and the reference's values. Through conv2d: aligned rows of at most 512 bytes
-    are read in place, the rest copied per pass where a block of lanes spans 128 bytes or more, else packed."""
+    and 4 blocks are read in place, the rest copied per pass where a block of lanes spans 128 bytes or more,
+    else packed."""
     from fastconv import _layout, _problem
 
     lanes = conv_direct.tile_shape(np.dtype(dtype).itemsize, 64)[1]
@@ -363,7 +364,8 @@ def test_hwio_in_place_and_copied_per_pass_give_the_packed_bits(shape, k_blocks,
                              padding=padding, dilation=dilation)
     check_close(packed, expected, bound, dtype)
 
-    in_place = k * np.dtype(dtype).itemsize <= _layout.HWIO_IN_PLACE_MAX_ROW_BYTES
+    in_place = (k * np.dtype(dtype).itemsize <= _layout.HWIO_IN_PLACE_MAX_ROW_BYTES
+                and k // lanes <= _layout.HWIO_IN_PLACE_MAX_BLOCKS)
     per_pass = lanes * np.dtype(dtype).itemsize >= _layout.PER_PASS_MIN_BLOCK_BYTES
     for weights, aligned in [(placed(hwio, 0), True), (off_line, False)]:
         chosen = _layout.pack_direct_weights(weights, 1, lanes)
