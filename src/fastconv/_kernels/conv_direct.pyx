@@ -245,6 +245,7 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
     cdef floating* wbuf
     cdef Py_ssize_t tap
     cdef int n_bad = 0
+    cdef bint reached
 
     if x.shape[1] > 0 and x.shape[2] > 0:
         x0 = &x[0, 0, 0, 0]
@@ -377,16 +378,23 @@ cdef int conv2d_forward_nhwc_tiled(const floating[:, :, :, ::1] x,
                             xptrs[tile * tile_ptrs + taps * WB + j] = x0 + (pix_off[j] + row_off)
                         taps = taps + 1
                         continue
+                    # A tap no pixel reaches is skipped, as the rows above: in tiles over the batch all pixels
+                    # share one output position, and at a padded border column every pixel misses the same
+                    # kernel columns (4-way A/B on Zen 3, 2 threads: MNIST's second input gradient +14%, its
+                    # third +41%; row-major layers level).
                     for s in range(S):
                         tap_offsets[tile * R * S + taps] = r * S + s
+                        reached = False
                         for j in range(WB):
                             iw = pix_w[j] + s * geom.dilation_w
                             if pix_lo[j] <= r < pix_hi[j] and 0 <= iw < geom.in_w:
                                 xptrs[tile * tile_ptrs + taps * WB + j] = x0 + (
                                     pix_off[j] + row_off + s * geom.dilation_w * geom.in_c + g * Cg)
+                                reached = True
                             else:
                                 xptrs[tile * tile_ptrs + taps * WB + j] = zeros
-                        taps = taps + 1
+                        if reached:
+                            taps = taps + 1
                 n_taps[tile] = taps
             for kb in range(kb0, kb0 + kblocks_per_item):
                 k0 = g * Kg + kb * KB
