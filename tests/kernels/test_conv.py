@@ -540,3 +540,29 @@ def test_random_configs(data, N, H, W, R, S, sh, sw, dh, dw, groups, cg, kg, dat
     gy = rng.standard_normal(y.shape).astype(dtype)
     assert_close(fastconv.conv2d_grad_input(gy, w, x.shape, **kwa), *ref_grad_input(gy, w, x.shape, kw), dtype)
     assert_close(fastconv.conv2d_grad_weight(gy, x, w.shape, **kwa), *ref_grad_weight(gy, x, w.shape, kw), dtype)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, groups", [
+    ((70, 66, 3), (7, 7), 2, 3, 1, 1),      # a 7x7 stride-2 RGB stem: bands of output rows, two rounds
+    ((41, 40, 8), (3, 3), 1, 2, 2, 2),      # dilated, grouped
+    ((40, 40, 8), (1, 1), 1, 0, 1, 1),      # pointwise: bands write their own rows
+])
+def test_im2col_input_gradient_of_small_batches_in_bands(threads, rng, batch, shape, kernel, stride, padding,
+                                                         dilation, groups):
+    # Fewer than 4 images: each image's output rows are cut into bands summed in two parallel rounds (even,
+    # odd); the same bits for any thread count, and the reference's values.
+    h, w, c = shape
+    x = rng.standard_normal((batch, h, w, c)).astype(np.float32)
+    weight = rng.standard_normal(kernel + (c // groups, 16)).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, algorithm="im2col")
+    gy = rng.standard_normal(fastconv.conv2d(x, weight, **kw).shape).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        threads.set_num_threads(n)
+        results.append(fastconv.conv2d_grad_input(gy, weight, x.shape, **kw))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    opts = {k: v for k, v in kw.items() if k != "algorithm"}
+    assert_close(results[0], *ref_grad_input(gy.astype(np.float64), weight.astype(np.float64), x.shape, opts),
+                 np.float32)

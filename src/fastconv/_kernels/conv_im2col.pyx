@@ -132,39 +132,73 @@ cdef void conv2d_forward_nhwc(const floating[:, :, :, ::1] x,
                  beta, out_flat + p0 * K + g * Kg, K)
 
 
+cdef enum:
+    # A batch of fewer images than this has each image's output rows cut into GRAD_INPUT_BANDS bands (at least
+    # tall enough that bands two apart touch no common input row), summed in two parallel rounds, even bands
+    # then odd ones: one image per work item left a 7x7 stride-2 RGB stem's input gradient (batch 1) on one
+    # thread (perf: 43% of the samples in the other thread's barrier). The bands follow the shape only, so the
+    # bits do not depend on the thread count.
+    BAND_MAX_BATCH = 4
+    GRAD_INPUT_BANDS = 8
+
+
+cdef void grad_input_rows_nhwc(const floating* go, const floating[:, :, :, ::1] weight,
+                               floating[:, :, :, ::1] grad_in, ConvGeometry geom, Py_ssize_t n,
+                               Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t tile, floating* buf) noexcept nogil:
+    """Adds the contributions of output pixels [q0, q1) of image n (go: its output gradient) to grad_in, tile
+    by tile, in pixel order (1x1 stride-1 unpadded: writes those pixels' input gradient)."""
+    cdef Py_ssize_t C = geom.in_c, K = geom.out_c
+    cdef Py_ssize_t Cg = C // geom.groups, Kg = K // geom.groups
+    cdef Py_ssize_t rsc = geom.kernel_h * geom.kernel_w * Cg
+    cdef bint pointwise = is_pointwise(geom)
+    cdef Py_ssize_t p0, p1, g
+    p0 = q0
+    while p0 < q1:
+        p1 = p0 + tile
+        if p1 > q1:
+            p1 = q1
+        for g in range(geom.groups):
+            if pointwise:
+                gemm(False, True, p1 - p0, Cg, Kg, <floating>1, go + p0 * K + g * Kg, K,
+                     &weight[0, 0, 0, g * Kg], K, <floating>0, &grad_in[n, 0, 0, 0] + p0 * C + g * Cg, C)
+            else:
+                gemm(False, True, p1 - p0, rsc, Kg, <floating>1, go + p0 * K + g * Kg, K,
+                     &weight[0, 0, 0, g * Kg], K, <floating>0, buf, rsc)
+                col2im_add_nhwc(grad_in, geom, g, n, p0, p1, buf)
+        p0 = p1
+
+
 cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
                                  const floating[:, :, :, ::1] weight,
                                  floating[:, :, :, ::1] grad_in,
                                  floating[:, ::1] cols,
                                  ConvGeometry geom, Py_ssize_t tile, int n_threads) noexcept nogil:
-    # One image per work item: col2im of overlapping windows then never races.
-    cdef Py_ssize_t C = geom.in_c, K = geom.out_c
-    cdef Py_ssize_t Cg = C // geom.groups, Kg = K // geom.groups
-    cdef Py_ssize_t rsc = geom.kernel_h * geom.kernel_w * Cg
-    cdef Py_ssize_t hw_out = geom.out_h * geom.out_w
-    cdef Py_ssize_t tiles_per_image = (hw_out + tile - 1) // tile
-    cdef bint pointwise = is_pointwise(geom)
-    cdef Py_ssize_t n, t, p0, p1, g
-    cdef floating* buf
-    cdef const floating* go
+    # One image per work item: col2im of overlapping windows then never races (small batches: bands, above).
+    cdef Py_ssize_t C = geom.in_c, Wo = geom.out_w, Ho = geom.out_h
+    cdef Py_ssize_t hw_out = Ho * Wo
+    cdef Py_ssize_t image_bytes = geom.in_h * geom.in_w * C * sizeof(floating)
+    cdef Py_ssize_t band_rows = (Ho + GRAD_INPUT_BANDS - 1) // GRAD_INPUT_BANDS
+    cdef Py_ssize_t min_band_rows = (geom.kernel_h - 1) * geom.dilation_h // geom.stride_h + 1
+    cdef Py_ssize_t n_bands, n, b, parity, last
+    if band_rows < min_band_rows:
+        band_rows = min_band_rows
+    n_bands = (Ho + band_rows - 1) // band_rows
 
+    if geom.batch < BAND_MAX_BATCH and n_bands > 1:
+        for n in range(geom.batch):
+            memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
+            for parity in range(2):
+                for b in prange(parity, n_bands, 2, num_threads=n_threads, schedule="dynamic"):
+                    last = (b + 1) * band_rows
+                    if last > Ho:
+                        last = Ho
+                    grad_input_rows_nhwc(&grad_out[n, 0, 0, 0], weight, grad_in, geom, n, b * band_rows * Wo,
+                                         last * Wo, tile, &cols[threadid(), 0])
+        return
     for n in prange(geom.batch, num_threads=n_threads, schedule="dynamic"):
-        buf = &cols[threadid(), 0]
-        go = &grad_out[n, 0, 0, 0]
-        memset(&grad_in[n, 0, 0, 0], 0, geom.in_h * geom.in_w * C * sizeof(floating))
-        for t in range(tiles_per_image):
-            p0 = t * tile
-            p1 = p0 + tile
-            if p1 > hw_out:
-                p1 = hw_out
-            for g in range(geom.groups):
-                if pointwise:
-                    gemm(False, True, p1 - p0, Cg, Kg, <floating>1, go + p0 * K + g * Kg, K,
-                         &weight[0, 0, 0, g * Kg], K, <floating>0, &grad_in[n, 0, 0, 0] + p0 * C + g * Cg, C)
-                else:
-                    gemm(False, True, p1 - p0, rsc, Kg, <floating>1, go + p0 * K + g * Kg, K,
-                         &weight[0, 0, 0, g * Kg], K, <floating>0, buf, rsc)
-                    col2im_add_nhwc(grad_in, geom, g, n, p0, p1, buf)
+        memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
+        grad_input_rows_nhwc(&grad_out[n, 0, 0, 0], weight, grad_in, geom, n, 0, hw_out, tile,
+                             &cols[threadid(), 0])
 
 
 cdef void conv2d_grad_weight_nhwc(const floating[:, :, :, ::1] grad_out,
