@@ -548,21 +548,27 @@ def test_random_configs(data, N, H, W, R, S, sh, sw, dh, dw, groups, cg, kg, dat
     ((41, 40, 8), (3, 3), 1, 2, 2, 2),      # dilated, grouped
     ((40, 40, 8), (1, 1), 1, 0, 1, 1),      # pointwise: bands write their own rows
 ])
+@pytest.mark.parametrize("data_format", DF)
 def test_im2col_input_gradient_of_small_batches_in_bands(threads, rng, batch, shape, kernel, stride, padding,
-                                                         dilation, groups):
+                                                         dilation, groups, data_format):
     # Fewer than 4 images: each image's output rows are cut into bands summed in two parallel rounds (even,
     # odd); the same bits for any thread count, and the reference's values.
     h, w, c = shape
     x = rng.standard_normal((batch, h, w, c)).astype(np.float32)
     weight = rng.standard_normal(kernel + (c // groups, 16)).astype(np.float32)
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, algorithm="im2col")
-    gy = rng.standard_normal(fastconv.conv2d(x, weight, **kw).shape).astype(np.float32)
+    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    gy = rng.standard_normal(fastconv.conv2d(x, weight, **opts).shape).astype(np.float32)
+    expected = ref_grad_input(gy.astype(np.float64), weight.astype(np.float64), x.shape, opts)
+    shape_in, gy_in, w_in = x.shape, gy, weight
+    if data_format == "channels_first":
+        shape_in = (batch, c, h, w)
+        gy_in, w_in = np.ascontiguousarray(gy.transpose(0, 3, 1, 2)), np.ascontiguousarray(weight.transpose(3, 2, 0, 1))
     results = []
     for n in (1, 2, 3):
         threads.set_num_threads(n)
-        results.append(fastconv.conv2d_grad_input(gy, weight, x.shape, **kw))
+        results.append(fastconv.conv2d_grad_input(gy_in, w_in, shape_in, data_format=data_format, algorithm="im2col",
+                                                  **opts))
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
-    opts = {k: v for k, v in kw.items() if k != "algorithm"}
-    assert_close(results[0], *ref_grad_input(gy.astype(np.float64), weight.astype(np.float64), x.shape, opts),
-                 np.float32)
+    got = results[0] if data_format == "channels_last" else results[0].transpose(0, 2, 3, 1)
+    assert_close(got, *expected, np.float32)

@@ -142,6 +142,13 @@ cdef enum:
     GRAD_INPUT_BANDS = 8
 
 
+cdef inline Py_ssize_t grad_input_band_rows(ConvGeometry geom) noexcept nogil:
+    """Output rows per band (see BAND_MAX_BATCH): bands two apart then touch no common input row."""
+    cdef Py_ssize_t rows = (geom.out_h + GRAD_INPUT_BANDS - 1) // GRAD_INPUT_BANDS
+    cdef Py_ssize_t least = (geom.kernel_h - 1) * geom.dilation_h // geom.stride_h + 1
+    return rows if rows > least else least
+
+
 cdef void grad_input_rows_nhwc(const floating* go, const floating[:, :, :, ::1] weight,
                                floating[:, :, :, ::1] grad_in, ConvGeometry geom, Py_ssize_t n,
                                Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t tile, floating* buf) noexcept nogil:
@@ -177,12 +184,9 @@ cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t C = geom.in_c, Wo = geom.out_w, Ho = geom.out_h
     cdef Py_ssize_t hw_out = Ho * Wo
     cdef Py_ssize_t image_bytes = geom.in_h * geom.in_w * C * sizeof(floating)
-    cdef Py_ssize_t band_rows = (Ho + GRAD_INPUT_BANDS - 1) // GRAD_INPUT_BANDS
-    cdef Py_ssize_t min_band_rows = (geom.kernel_h - 1) * geom.dilation_h // geom.stride_h + 1
-    cdef Py_ssize_t n_bands, n, b, parity, last
-    if band_rows < min_band_rows:
-        band_rows = min_band_rows
-    n_bands = (Ho + band_rows - 1) // band_rows
+    cdef Py_ssize_t band_rows = grad_input_band_rows(geom)
+    cdef Py_ssize_t n_bands = (Ho + band_rows - 1) // band_rows
+    cdef Py_ssize_t n, b, parity, last
 
     if geom.batch < BAND_MAX_BATCH and n_bands > 1:
         for n in range(geom.batch):
@@ -379,37 +383,58 @@ cdef void conv2d_forward_nchw(const floating[:, :, :, ::1] x,
                  beta, out_image + g * Kg * hw_out + p0, hw_out)
 
 
+cdef void grad_input_rows_nchw(const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] weight,
+                               floating[:, :, :, ::1] grad_in, ConvGeometry geom, Py_ssize_t n,
+                               Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t tile, floating* buf) noexcept nogil:
+    """grad_input_rows_nhwc for NCHW: output pixels [q0, q1) of image n, tile by tile, in pixel order."""
+    cdef Py_ssize_t C = geom.in_c, K = geom.out_c
+    cdef Py_ssize_t Cg = C // geom.groups, Kg = K // geom.groups
+    cdef Py_ssize_t rsc = geom.kernel_h * geom.kernel_w * Cg
+    cdef Py_ssize_t hw_out = geom.out_h * geom.out_w, hw_in = geom.in_h * geom.in_w
+    cdef bint pointwise = is_pointwise(geom)
+    cdef Py_ssize_t p0, p1, g
+    p0 = q0
+    while p0 < q1:
+        p1 = p0 + tile
+        if p1 > q1:
+            p1 = q1
+        for g in range(geom.groups):
+            if pointwise:
+                gemm(True, False, Cg, p1 - p0, Kg, <floating>1, &weight[g * Kg, 0, 0, 0], rsc,
+                     &grad_out[n, g * Kg, 0, 0] + p0, hw_out,
+                     <floating>0, &grad_in[n, g * Cg, 0, 0] + p0, hw_in)
+            else:
+                gemm(True, False, rsc, p1 - p0, Kg, <floating>1, &weight[g * Kg, 0, 0, 0], rsc,
+                     &grad_out[n, g * Kg, 0, 0] + p0, hw_out, <floating>0, buf, p1 - p0)
+                col2im_add_nchw(grad_in, geom, g, n, p0, p1, buf)
+        p0 = p1
+
+
 cdef void conv2d_grad_input_nchw(const floating[:, :, :, ::1] grad_out,
                                  const floating[:, :, :, ::1] weight,
                                  floating[:, :, :, ::1] grad_in,
                                  floating[:, ::1] cols,
                                  ConvGeometry geom, Py_ssize_t tile, int n_threads) noexcept nogil:
-    cdef Py_ssize_t C = geom.in_c, K = geom.out_c
-    cdef Py_ssize_t Cg = C // geom.groups, Kg = K // geom.groups
-    cdef Py_ssize_t rsc = geom.kernel_h * geom.kernel_w * Cg
-    cdef Py_ssize_t hw_out = geom.out_h * geom.out_w, hw_in = geom.in_h * geom.in_w
-    cdef Py_ssize_t tiles_per_image = (hw_out + tile - 1) // tile
-    cdef bint pointwise = is_pointwise(geom)
-    cdef Py_ssize_t n, t, p0, p1, g
-    cdef floating* buf
-
+    # As conv2d_grad_input_nhwc: one image per work item, small batches in bands of output rows.
+    cdef Py_ssize_t Wo = geom.out_w, Ho = geom.out_h
+    cdef Py_ssize_t image_bytes = geom.in_c * geom.in_h * geom.in_w * sizeof(floating)
+    cdef Py_ssize_t n_bands, n, b, parity, last
+    cdef Py_ssize_t band_rows = grad_input_band_rows(geom)
+    n_bands = (Ho + band_rows - 1) // band_rows
+    if geom.batch < BAND_MAX_BATCH and n_bands > 1:
+        for n in range(geom.batch):
+            memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
+            for parity in range(2):
+                for b in prange(parity, n_bands, 2, num_threads=n_threads, schedule="dynamic"):
+                    last = (b + 1) * band_rows
+                    if last > Ho:
+                        last = Ho
+                    grad_input_rows_nchw(grad_out, weight, grad_in, geom, n, b * band_rows * Wo, last * Wo, tile,
+                                         &cols[threadid(), 0])
+        return
     for n in prange(geom.batch, num_threads=n_threads, schedule="dynamic"):
-        buf = &cols[threadid(), 0]
-        memset(&grad_in[n, 0, 0, 0], 0, C * hw_in * sizeof(floating))
-        for t in range(tiles_per_image):
-            p0 = t * tile
-            p1 = p0 + tile
-            if p1 > hw_out:
-                p1 = hw_out
-            for g in range(geom.groups):
-                if pointwise:
-                    gemm(True, False, Cg, p1 - p0, Kg, <floating>1, &weight[g * Kg, 0, 0, 0], rsc,
-                         &grad_out[n, g * Kg, 0, 0] + p0, hw_out,
-                         <floating>0, &grad_in[n, g * Cg, 0, 0] + p0, hw_in)
-                else:
-                    gemm(True, False, rsc, p1 - p0, Kg, <floating>1, &weight[g * Kg, 0, 0, 0], rsc,
-                         &grad_out[n, g * Kg, 0, 0] + p0, hw_out, <floating>0, buf, p1 - p0)
-                    col2im_add_nchw(grad_in, geom, g, n, p0, p1, buf)
+        memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
+        grad_input_rows_nchw(grad_out, weight, grad_in, geom, n, 0, Ho * Wo, tile, &cols[threadid(), 0])
 
 
 cdef void conv2d_grad_weight_nchw(const floating[:, :, :, ::1] grad_out,
