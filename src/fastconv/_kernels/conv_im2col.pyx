@@ -149,11 +149,12 @@ cdef inline Py_ssize_t grad_input_band_rows(ConvGeometry geom) noexcept nogil:
     return rows if rows > least else least
 
 
-cdef void grad_input_rows_nhwc(const floating* go, const floating[:, :, :, ::1] weight,
+cdef void grad_input_rows_nhwc(const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] weight,
                                floating[:, :, :, ::1] grad_in, ConvGeometry geom, Py_ssize_t n,
                                Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t tile, floating* buf) noexcept nogil:
-    """Adds the contributions of output pixels [q0, q1) of image n (go: its output gradient) to grad_in, tile
-    by tile, in pixel order (1x1 stride-1 unpadded: writes those pixels' input gradient)."""
+    """Adds the contributions of output pixels [q0, q1) of image n to grad_in, tile by tile, in pixel order
+    (1x1 stride-1 unpadded: writes those pixels' input gradient)."""
+    cdef const floating* go = &grad_out[n, 0, 0, 0]
     cdef Py_ssize_t C = geom.in_c, K = geom.out_c
     cdef Py_ssize_t Cg = C // geom.groups, Kg = K // geom.groups
     cdef Py_ssize_t rsc = geom.kernel_h * geom.kernel_w * Cg
@@ -175,34 +176,47 @@ cdef void grad_input_rows_nhwc(const floating* go, const floating[:, :, :, ::1] 
         p0 = p1
 
 
-cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
-                                 const floating[:, :, :, ::1] weight,
-                                 floating[:, :, :, ::1] grad_in,
-                                 floating[:, ::1] cols,
-                                 ConvGeometry geom, Py_ssize_t tile, int n_threads) noexcept nogil:
+cdef inline void grad_input_rows(const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] weight,
+                                 floating[:, :, :, ::1] grad_in, ConvGeometry geom, Py_ssize_t n, Py_ssize_t q0,
+                                 Py_ssize_t q1, Py_ssize_t tile, floating* buf, bint channels_last) noexcept nogil:
+    if channels_last:
+        grad_input_rows_nhwc(grad_out, weight, grad_in, geom, n, q0, q1, tile, buf)
+    else:
+        grad_input_rows_nchw(grad_out, weight, grad_in, geom, n, q0, q1, tile, buf)
+
+
+cdef void grad_input_by_images(const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] weight,
+                               floating[:, :, :, ::1] grad_in, floating[:, ::1] cols, ConvGeometry geom,
+                               Py_ssize_t tile, int n_threads, bint channels_last) noexcept nogil:
     # One image per work item: col2im of overlapping windows then never races (small batches: bands, above).
-    cdef Py_ssize_t C = geom.in_c, Wo = geom.out_w, Ho = geom.out_h
-    cdef Py_ssize_t hw_out = Ho * Wo
-    cdef Py_ssize_t image_bytes = geom.in_h * geom.in_w * C * sizeof(floating)
+    cdef Py_ssize_t hw_out = geom.out_h * geom.out_w
+    cdef Py_ssize_t image_bytes = geom.in_c * geom.in_h * geom.in_w * sizeof(floating)
     cdef Py_ssize_t band_rows = grad_input_band_rows(geom)
-    cdef Py_ssize_t n_bands = (Ho + band_rows - 1) // band_rows
-    cdef Py_ssize_t n, b, parity, last
+    cdef Py_ssize_t n_bands = (geom.out_h + band_rows - 1) // band_rows
+    cdef Py_ssize_t n, b, parity, q1
 
     if geom.batch < BAND_MAX_BATCH and n_bands > 1:
         for n in range(geom.batch):
             memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
             for parity in range(2):
                 for b in prange(parity, n_bands, 2, num_threads=n_threads, schedule="dynamic"):
-                    last = (b + 1) * band_rows
-                    if last > Ho:
-                        last = Ho
-                    grad_input_rows_nhwc(&grad_out[n, 0, 0, 0], weight, grad_in, geom, n, b * band_rows * Wo,
-                                         last * Wo, tile, &cols[threadid(), 0])
+                    q1 = (b + 1) * band_rows * geom.out_w
+                    if q1 > hw_out:
+                        q1 = hw_out
+                    grad_input_rows(grad_out, weight, grad_in, geom, n, b * band_rows * geom.out_w, q1, tile,
+                                    &cols[threadid(), 0], channels_last)
         return
     for n in prange(geom.batch, num_threads=n_threads, schedule="dynamic"):
         memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
-        grad_input_rows_nhwc(&grad_out[n, 0, 0, 0], weight, grad_in, geom, n, 0, hw_out, tile,
-                             &cols[threadid(), 0])
+        grad_input_rows(grad_out, weight, grad_in, geom, n, 0, hw_out, tile, &cols[threadid(), 0], channels_last)
+
+
+cdef void conv2d_grad_input_nhwc(const floating[:, :, :, ::1] grad_out,
+                                 const floating[:, :, :, ::1] weight,
+                                 floating[:, :, :, ::1] grad_in,
+                                 floating[:, ::1] cols,
+                                 ConvGeometry geom, Py_ssize_t tile, int n_threads) noexcept nogil:
+    grad_input_by_images(grad_out, weight, grad_in, cols, geom, tile, n_threads, True)
 
 
 cdef void conv2d_grad_weight_nhwc(const floating[:, :, :, ::1] grad_out,
@@ -415,26 +429,7 @@ cdef void conv2d_grad_input_nchw(const floating[:, :, :, ::1] grad_out,
                                  floating[:, :, :, ::1] grad_in,
                                  floating[:, ::1] cols,
                                  ConvGeometry geom, Py_ssize_t tile, int n_threads) noexcept nogil:
-    # As conv2d_grad_input_nhwc: one image per work item, small batches in bands of output rows.
-    cdef Py_ssize_t Wo = geom.out_w, Ho = geom.out_h
-    cdef Py_ssize_t image_bytes = geom.in_c * geom.in_h * geom.in_w * sizeof(floating)
-    cdef Py_ssize_t n_bands, n, b, parity, last
-    cdef Py_ssize_t band_rows = grad_input_band_rows(geom)
-    n_bands = (Ho + band_rows - 1) // band_rows
-    if geom.batch < BAND_MAX_BATCH and n_bands > 1:
-        for n in range(geom.batch):
-            memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
-            for parity in range(2):
-                for b in prange(parity, n_bands, 2, num_threads=n_threads, schedule="dynamic"):
-                    last = (b + 1) * band_rows
-                    if last > Ho:
-                        last = Ho
-                    grad_input_rows_nchw(grad_out, weight, grad_in, geom, n, b * band_rows * Wo, last * Wo, tile,
-                                         &cols[threadid(), 0])
-        return
-    for n in prange(geom.batch, num_threads=n_threads, schedule="dynamic"):
-        memset(&grad_in[n, 0, 0, 0], 0, image_bytes)
-        grad_input_rows_nchw(grad_out, weight, grad_in, geom, n, 0, Ho * Wo, tile, &cols[threadid(), 0])
+    grad_input_by_images(grad_out, weight, grad_in, cols, geom, tile, n_threads, False)
 
 
 cdef void conv2d_grad_weight_nchw(const floating[:, :, :, ::1] grad_out,
